@@ -1,0 +1,46 @@
+# Two commands for a fresh machine:
+#   make lab   - create .venv, install the package, open JupyterLab on notebooks/
+#   make test  - create .venv if needed, install with test extras, run every test
+# Both are idempotent: the install step re-runs only when pyproject.toml changes.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: lab test lint bench clean help
+
+help:
+	@echo "make lab    - install into $(VENV) and open JupyterLab on notebooks/"
+	@echo "make test   - install test extras into $(VENV) and run every test"
+	@echo "make lint   - ruff over the package, tests and benchmarks"
+	@echo "make bench  - run the benchmarks (prints figures and ratios)"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-lab: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@ $(VENV)/.installed-lab
+
+lab: $(VENV)/.installed-lab
+	$(BIN)/jupyter lab notebooks/
+
+test: $(VENV)/.installed-test
+	$(BIN)/ruff check mailkit_edu tests benchmarks
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check mailkit_edu tests benchmarks
+	$(BIN)/ruff format --check mailkit_edu tests benchmarks
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info
