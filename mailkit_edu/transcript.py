@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["COLUMNS", "MAX_RECORDED_LINE", "SessionLog", "Transcript"]
+__all__ = ["COLUMNS", "MAX_RECORDED_LINE", "LineSplitter", "SessionLog", "Transcript"]
 
 COLUMNS = (
     "time",
@@ -184,3 +184,62 @@ class SessionLog:
     def server(self, line: str, code: str | None = None) -> None:
         """Record a line the server sent (direction ``S``)."""
         self._transcript.record(self.server_id, self.session, False, line, None, code)
+
+
+class LineSplitter:
+    """Cut a byte stream into lines for the transcript, at a server's read point.
+
+    ``feed(data)`` returns the complete lines (decoded, CRLF stripped) that ``data``
+    finished. Memory stays bounded: of a line that never ends, only the first
+    :data:`MAX_RECORDED_LINE` bytes are kept, and the recorded line says how many
+    bytes were dropped.
+    """
+
+    __slots__ = ("_buffer", "_dropped")
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._dropped = 0
+
+    def feed(self, data: bytes) -> list[str]:
+        lines: list[str] = []
+        start = 0
+        while True:
+            end = data.find(b"\n", start)
+            if end < 0:
+                break
+            lines.append(self._finish(data[start : end + 1]))
+            start = end + 1
+        rest = data[start:]
+        room = MAX_RECORDED_LINE - len(self._buffer)
+        if len(rest) > room:
+            self._dropped += len(rest) - max(room, 0)
+            rest = rest[: max(room, 0)]
+        self._buffer += rest
+        return lines
+
+    def flush(self) -> str | None:
+        """The unfinished last line (a client that closed without CRLF), if any."""
+        if not self._buffer and not self._dropped:
+            return None
+        return self._finish(b"")
+
+    def _finish(self, tail: bytes) -> str:
+        if self._buffer or self._dropped:
+            room = MAX_RECORDED_LINE - len(self._buffer)
+            if len(tail) > room:
+                self._dropped += len(tail) - max(room, 0)
+                tail = tail[: max(room, 0)]
+            raw = bytes(self._buffer) + tail
+            dropped = self._dropped
+            self._buffer.clear()
+            self._dropped = 0
+        else:
+            raw, dropped = tail, 0
+        if len(raw) > MAX_RECORDED_LINE:
+            dropped += len(raw) - MAX_RECORDED_LINE
+            raw = raw[:MAX_RECORDED_LINE]
+        line = decode_line(raw)
+        if dropped:
+            line = f"{line}… [{dropped} more bytes]"
+        return line

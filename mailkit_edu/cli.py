@@ -1,0 +1,86 @@
+"""The command line: ``mailkit-edu serve`` runs a lab in the foreground.
+
+Role
+    So that real clients (curl, swaks, mutt, Thunderbird) can be pointed at the
+    lab's servers, ``serve`` starts a lab, prints its servers and accounts (as
+    tables, or as JSON with ``--json``) and runs until Ctrl-C or SIGTERM, then
+    stops the lab cleanly.
+
+This module must not import ipywidgets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from . import __version__
+from .lab import LabError, start_lab
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mailkit-edu", description="Real mail servers on your own machine, for learning."
+    )
+    parser.add_argument("--version", action="version", version=f"mailkit-edu {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run a lab in the foreground until Ctrl-C")
+    serve.add_argument("--path", help="keep mail, queue and CA in this folder across restarts")
+    serve.add_argument("--json", action="store_true", help="print servers and accounts as JSON")
+    serve.add_argument(
+        "--require-tls", action="store_true", help="demand STARTTLS before AUTH (like real MSAs)"
+    )
+    serve.add_argument(
+        "--mask-secrets", action="store_true", help="hide passwords in the transcript"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        lab = start_lab(args.path, require_tls=args.require_tls, mask_secrets=args.mask_secrets)
+    except (LabError, ValueError) as error:
+        print(f"mailkit-edu: {error}", file=sys.stderr)
+        return 1
+    try:
+        servers = lab.servers.drop(columns=["running"])
+        if args.json:
+            info = {
+                "path": str(lab.path),
+                "ca_file": str(lab.ca_file),
+                "servers": servers.to_dict("records"),
+                "accounts": lab.accounts.to_dict("records"),
+            }
+            print(json.dumps(info, indent=2), flush=True)
+        else:
+            print(f"mailkit-edu lab running (mail in {lab.path})\n")
+            print(servers.to_string(index=False))
+            print()
+            print(lab.accounts.to_string(index=False))
+            print(f"\nLab CA for STARTTLS: {lab.ca_file}")
+            print("Press Ctrl-C to stop.", flush=True)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        lab.stop()
+    if not args.json:
+        print("lab stopped.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
