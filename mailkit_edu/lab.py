@@ -109,7 +109,31 @@ class Lab:
     # -- starting and stopping ---------------------------------------------------
 
     def start(self) -> Lab:
-        """Create the store, the zone and the servers, and start them. Returns ``self``."""
+        """Create the store, the zone and the servers, and start them. Returns ``self``.
+
+        Any failure stops what was started and raises :class:`LabError` here, in
+        the caller's thread, saying what went wrong.
+        """
+        if self._thread is not None or self._stopped:
+            raise LabError("a lab starts once; make a new one with mailkit_edu.start_lab()")
+        try:
+            self._prepare()
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(
+                target=self._run_loop, name=f"mailkit-lab-{self.number}", daemon=True
+            )
+            self._thread.start()
+            atexit.register(self._at_exit)
+            self._call(self._start_servers(), timeout=STARTUP_TIMEOUT)
+        except Exception as error:
+            self.stop()
+            if isinstance(error, LabError):
+                raise
+            raise LabError(f"the lab could not start: {error}") from error
+        return self
+
+    def _prepare(self) -> None:
+        """The lab's folders, store, queue, DNS zone and CA (in the caller's thread)."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             self.store = Store(self.path / "mail")
@@ -118,25 +142,11 @@ class Lab:
                     self.store.add_account(account.address)
             self.queue_store = Queue(self.path / "queue")
         except OSError as error:
-            raise LabError(f"cannot use {self.path} for the lab's mail: {error}") from error
+            raise LabError(f"cannot keep the lab's mail in {self.path}: {error}") from error
         self._passwords = {a.address: a.password for d in self.domains for a in d.accounts}
         self._build_zone()
         hostnames = [f"{role}.{d.name}" for d in self.domains for role in ("msa", "mx")]
         self.ca = LabCA(hostnames + [d.name for d in self.domains], self.path / "tls")
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._run_loop, name=f"mailkit-lab-{self.number}", daemon=True
-        )
-        self._thread.start()
-        atexit.register(self._at_exit)
-        try:
-            self._call(self._start_servers(), timeout=STARTUP_TIMEOUT)
-        except Exception as error:
-            self.stop()
-            if isinstance(error, LabError):
-                raise
-            raise LabError(f"the lab could not start: {error}") from error
-        return self
 
     def _run_loop(self) -> None:
         loop = self._loop

@@ -243,3 +243,14 @@ def test_transcript_columns_and_types(lab):
     per_session = frame.groupby("session")["server"].nunique()
     assert (per_session == 1).all()
     assert frame["time"].is_monotonic_increasing
+
+
+def test_start_up_errors_are_clear(tmp_path):
+    """A lab path that is a file fails in the caller's thread with a LabError naming
+    the path, and leaves no lab thread behind."""
+    before = set(lab_threads())
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(mk.LabError, match="a-file"):
+        mk.start_lab(blocker)
+    assert set(lab_threads()) <= before
