@@ -1,0 +1,141 @@
+"""Golden transcript: one scripted journey compared line by line with the rows we expect.
+
+Queue ids, dates, Message-IDs and ports are normalised; everything else must match
+exactly, in order, each line once.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+
+from .test_smtp_lab import ALICE, CAROL, Raw, wait_for_subject
+
+SCRIPT = [
+    "EHLO laptop.north.test",
+    "AUTH PLAIN " + base64.b64encode(f"\0{ALICE}\0alice-secret".encode()).decode(),
+    f"MAIL FROM:<{ALICE}>",
+    f"RCPT TO:<{CAROL}>",
+    "DATA",
+    "From: Alice <alice@north.test>\r\nTo: Carol <carol@south.test>\r\n"
+    "Subject: golden\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\n"
+    "Message-ID: <golden@north.test>\r\n"
+    "\r\nHi Carol,\r\n..a line that starts with a dot\r\n.",
+    "QUIT",
+]
+
+AUTH = SCRIPT[1]
+
+GOLDEN_MSA = [
+    ("S", "220 msa.north.test ESMTP mailkit-edu", None, "220"),
+    ("C", "EHLO laptop.north.test", "EHLO", None),
+    ("S", "250-msa.north.test", None, "250"),
+    ("S", "250-SIZE 10485760", None, "250"),
+    ("S", "250-8BITMIME", None, "250"),
+    ("S", "250-SMTPUTF8", None, "250"),
+    ("S", "250-STARTTLS", None, "250"),
+    ("S", "250-AUTH LOGIN PLAIN", None, "250"),
+    ("S", "250-PIPELINING", None, "250"),
+    ("S", "250-ENHANCEDSTATUSCODES", None, "250"),
+    ("S", "250 HELP", None, "250"),
+    ("C", AUTH, "AUTH", None),
+    ("S", "235 2.7.0 Authentication successful", None, "235"),
+    ("C", f"MAIL FROM:<{ALICE}>", "MAIL", None),
+    ("S", "250 2.1.0 Sender OK", None, "250"),
+    ("C", f"RCPT TO:<{CAROL}>", "RCPT", None),
+    ("S", "250 2.1.5 Recipient OK", None, "250"),
+    ("C", "DATA", "DATA", None),
+    ("S", "354 End data with <CR><LF>.<CR><LF>", None, "354"),
+    ("C", "From: Alice <alice@north.test>", None, None),
+    ("C", "To: Carol <carol@south.test>", None, None),
+    ("C", "Subject: golden", None, None),
+    ("C", "Date: <date>", None, None),
+    ("C", "Message-ID: <golden@north.test>", None, None),
+    ("C", "", None, None),
+    ("C", "Hi Carol,", None, None),
+    ("C", "..a line that starts with a dot", None, None),
+    ("C", ".", None, None),
+    ("S", "250 2.0.0 OK: queued as <id>", None, "250"),
+    ("C", "QUIT", "QUIT", None),
+    ("S", "221 2.0.0 Bye", None, "221"),
+]
+
+GOLDEN_DNS = [
+    ("C", "south.test. IN MX?", "MX", None),
+    ("S", "south.test. 300 IN MX 10 mx.south.test.", None, "NOERROR"),
+    ("C", "mx.south.test. IN A?", "A", None),
+    ("S", "mx.south.test. 300 IN A 127.0.0.1", None, "NOERROR"),
+]
+
+GOLDEN_MX = [
+    ("S", "220 mx.south.test ESMTP mailkit-edu", None, "220"),
+    ("C", "EHLO msa.north.test", "EHLO", None),
+    ("S", "250-mx.south.test", None, "250"),
+    ("S", "250-SIZE 10485760", None, "250"),
+    ("S", "250-8BITMIME", None, "250"),
+    ("S", "250-SMTPUTF8", None, "250"),
+    ("S", "250-STARTTLS", None, "250"),
+    ("S", "250-PIPELINING", None, "250"),
+    ("S", "250-ENHANCEDSTATUSCODES", None, "250"),
+    ("S", "250 HELP", None, "250"),
+    ("C", f"MAIL FROM:<{ALICE}> SIZE=<n>", "MAIL", None),
+    ("S", "250 2.1.0 Sender OK", None, "250"),
+    ("C", f"RCPT TO:<{CAROL}>", "RCPT", None),
+    ("S", "250 2.1.5 Recipient OK", None, "250"),
+    ("C", "DATA", "DATA", None),
+    ("S", "354 End data with <CR><LF>.<CR><LF>", None, "354"),
+    ("C", "Received: from laptop.north.test (localhost [127.0.0.1])", None, None),
+    ("C", "\tby msa.north.test (mailkit-edu) with ESMTPA id <id>", None, None),
+    ("C", f"\tfor <{CAROL}>; <date>", None, None),
+    ("C", "From: Alice <alice@north.test>", None, None),
+    ("C", "To: Carol <carol@south.test>", None, None),
+    ("C", "Subject: golden", None, None),
+    ("C", "Date: <date>", None, None),
+    ("C", "Message-ID: <golden@north.test>", None, None),
+    ("C", "", None, None),
+    ("C", "Hi Carol,", None, None),
+    ("C", "..a line that starts with a dot", None, None),
+    ("C", ".", None, None),
+    ("S", "250 2.0.0 OK: delivered to 1 mailbox as <id>", None, "250"),
+    ("C", "QUIT", "QUIT", None),
+    ("S", "221 2.0.0 Bye", None, "221"),
+]
+
+
+def normalise(line: str) -> str:
+    line = re.sub(r"\b[0-9A-F]{10}\b", "<id>", line)
+    line = re.sub(r"\w{3}, \d{1,2} \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4}", "<date>", line)
+    return re.sub(r"SIZE=\d+", "SIZE=<n>", line)
+
+
+def rows(frame) -> list[tuple]:
+    return [
+        (
+            r.direction,
+            normalise(r.line),
+            None if r.command != r.command else r.command,  # NaN -> None
+            None if r.code != r.code else r.code,
+        )
+        for r in frame.itertuples()
+    ]
+
+
+def test_golden_journey(fresh_lab):
+    """A scripted submission gives exactly the expected MSA, DNS and MX rows, in order."""
+    lab = fresh_lab
+    raw = Raw(lab.port("msa.north.test"))
+    try:
+        raw.reply()
+        for line in SCRIPT:
+            raw.send(line)
+    finally:
+        raw.close()
+    stored = wait_for_subject(lab, CAROL, "golden")
+    assert stored.get_payload() == "Hi Carol,\n.a line that starts with a dot\n"
+    t = lab.transcript()
+    assert rows(t[t["server"] == "msa.north.test"]) == GOLDEN_MSA
+    assert rows(t[t["server"] == "dns"]) == GOLDEN_DNS
+    assert rows(t[t["server"] == "mx.south.test"]) == GOLDEN_MX
+    # The three conversations happen one after the other, in that order.
+    order = t.drop_duplicates("session")["server"].tolist()
+    assert order == ["msa.north.test", "dns", "dns", "mx.south.test"]
