@@ -43,7 +43,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, make_msgid
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
+from aiosmtpd.smtp import (
+    SMTP,
+    AuthResult,
+    Envelope,
+    LoginPassword,
+    Session,
+    TLSSetupException,
+    syntax,
+)
 
 from .faults import Faults
 from .relay import new_queue_id
@@ -184,6 +192,15 @@ class LabSMTP(SMTP):
             self._record_client_line(rest)
         self.server.connections.discard(self)
         super().connection_lost(error)
+
+    def _timeout_cb(self) -> None:
+        # RFC 5321 §4.5.3.2: a server may close an idle connection; say so first
+        # (as Postfix does), so the transcript shows why the connection ended.
+        if self.transport is not None and self._log is not None:
+            line = "421 4.4.2 Idle for too long; closing the connection"
+            self._log.server(line, "421")
+            self.transport.write(line.encode() + b"\r\n")
+        super()._timeout_cb()
 
     def _record_client_line(self, line: str) -> None:
         assert self._log is not None
@@ -446,7 +463,10 @@ class _LabHandler:
     async def handle_exception(self, error: Exception) -> str:
         # Never put Python's words on the wire: log the traceback here, send a
         # temporary error so a well-behaved client tries again later.
-        log.error("unexpected error in an SMTP session", exc_info=error)
+        if isinstance(error, TLSSetupException):  # a client that fails its TLS handshake
+            log.info("TLS handshake failed: %s", error.__cause__ or error)
+        else:
+            log.error("unexpected error in an SMTP session", exc_info=error)
         return "451 4.3.0 Internal server error; please try again later"
 
 

@@ -395,3 +395,34 @@ def test_help_lists_the_verbs(lab):
         text = smtp.help().decode()
         for verb in ("EHLO", "HELO", "AUTH", "MAIL", "RCPT", "DATA", "QUIT"):
             assert verb in text
+
+
+def test_idle_connection_gets_421_and_is_closed():
+    """An idle client is told 421 4.4.2 and disconnected; the line is in the transcript."""
+    with mk.start_lab(idle_timeout=0.3, **FAST) as lab:
+        raw = Raw(lab.port("mx.north.test"))
+        try:
+            raw.reply()
+            assert raw.reply()[0].startswith("421 4.4.2")
+            with pytest.raises((ConnectionError, OSError)):
+                raw.send("NOOP")
+        finally:
+            raw.close()
+        codes = lab.transcript(server="mx.north.test")["code"].tolist()
+        assert codes == ["220", "421"]
+
+
+def test_tls_handshake_garbage_then_a_healthy_client(lab):
+    """Garbage instead of a TLS ClientHello after STARTTLS drops that connection only."""
+    raw = Raw(lab.port("msa.north.test"))
+    try:
+        raw.reply()
+        raw.send("EHLO raw.test")
+        assert raw.send("STARTTLS")[0].startswith("220")
+        raw.sock.sendall(b"this is not TLS\r\n" * 10)
+        with pytest.raises((ConnectionError, OSError)):
+            raw.reply()
+    finally:
+        raw.close()
+    submit(lab, ALICE, [BOB], message(ALICE, BOB, "after tls garbage"))
+    wait_for_subject(lab, BOB, "after tls garbage")
