@@ -31,6 +31,8 @@ from aiosmtpd.smtp import SMTP
 LOOPBACK = "127.0.0.1"
 #: Seconds any single SMTP operation of a benchmark client may take.
 CLIENT_TIMEOUT = 30.0
+#: Seconds between two looks at a Maildir folder while waiting for a delivery.
+POLL_PAUSE = 0.0002
 
 # One realistic ~1 KiB message, used against both servers.
 _BODY = "\r\n".join(
@@ -81,6 +83,34 @@ def count_files(directory: Path) -> int:
     """How many entries ``directory`` holds (a Maildir's ``new/``)."""
     with os.scandir(directory) as entries:
         return sum(1 for _ in entries)
+
+
+def directory_state(directory: Path) -> tuple[int, int]:
+    """(mtime in ns, number of entries) of a directory, for :func:`wait_for_new_entry`."""
+    return os.stat(directory).st_mtime_ns, count_files(directory)
+
+
+def wait_for_new_entry(directory: Path, before: tuple[int, int], deadline: float) -> float:
+    """Wait until ``directory`` holds more entries than in ``before``; return when (perf_counter).
+
+    Counting a folder of a few hundred files costs ~0.3 ms here, so the loop polls the
+    folder's mtime every 0.2 ms (a 3 us ``stat``; a rename into the folder changes it)
+    and counts only when it changed, or every 5 ms in case the clock was too coarse to
+    show the change. The time returned is that of the ``stat`` that saw it.
+    Raises TimeoutError after ``deadline`` (perf_counter).
+    """
+    seen_mtime, count = before
+    next_count = time.perf_counter() + 0.005
+    while True:
+        mtime = os.stat(directory).st_mtime_ns
+        now = time.perf_counter()
+        if mtime != seen_mtime or now >= next_count:
+            seen_mtime, next_count = mtime, now + 0.005
+            if count_files(directory) > count:
+                return now
+        if now > deadline:
+            raise TimeoutError(f"nothing new in {directory}")
+        time.sleep(POLL_PAUSE)
 
 
 def wait_for_count(directories: Sequence[Path], total: int, timeout: float, pause: float) -> bool:

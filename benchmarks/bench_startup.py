@@ -138,7 +138,7 @@ def run() -> Result:
     print(
         f"  phases alone (medians): Store + 4 accounts {ms(store_phase)}, "
         f"LabCA (CA + server cert) {ms(ca_phase)}, "
-        f"rest ~{ms(max(start_median - store_phase - ca_phase, 0.0))}"
+        f"the rest (by difference) ~{ms(max(start_median - store_phase - ca_phase, 0.0))}"
     )
     result = Result(
         name="start_lab()",
