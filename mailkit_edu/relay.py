@@ -37,14 +37,15 @@ import ipaddress
 import json
 import logging
 import os
+import random
 import re
-import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
+from typing import Any
 
 import dns.asyncresolver
 import dns.exception
@@ -76,6 +77,12 @@ QUEUE_LIFETIME = 300.0
 #: Seconds to wait for a connection or a reply from an MX. RFC 5321 §4.5.3.2
 #: allows minutes; the lab's servers are one hop away.
 SMTP_TIMEOUT = 30.0
+#: Seconds the relay keeps a DNS answer. Real resolvers keep it for its TTL;
+#: the lab keeps it briefly, so a change to the zone shows at once in a lesson.
+DNS_CACHE_SECONDS = 1.0
+#: Seconds an idle connection to an MX is kept for the next message. Postfix's
+#: connection cache does the same (smtp_connection_cache_time_limit = 2s).
+CONNECTION_REUSE_SECONDS = 2.0
 #: A returned message larger than this is quoted by its headers only (RFC 6522).
 DSN_MAX_RETURNED = 256 * 1024
 
@@ -208,6 +215,7 @@ class SMTPClient:
         self.reader = reader
         self.writer = writer
         self.extensions: dict[str, str] = {}
+        self.idle_token = 0  # see Relay._keep
 
     @classmethod
     async def connect(cls, host: str, port: int, timeout: float = SMTP_TIMEOUT) -> SMTPClient:
@@ -266,6 +274,7 @@ class SMTPClient:
             return replies
         code, text = await self.command("DATA")
         if code != 354:
+            await self.command("RSET")  # leave no half transaction on a reusable connection
             return {**replies, **{r: (code, text) for r in accepted}}
         self.writer.write(dot_stuff(message) + b".\r\n")
         await self.writer.drain()
@@ -273,11 +282,16 @@ class SMTPClient:
         return {**replies, **{r: final for r in accepted}}
 
     async def quit(self) -> None:
+        """Say QUIT (RFC 5321 §4.1.1.10) and close."""
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.command("QUIT"), 5)
-        self.writer.close()
+        self.close()
         with contextlib.suppress(Exception):
             await self.writer.wait_closed()
+
+    def close(self) -> None:
+        """Drop the connection without a word (after an error)."""
+        self.writer.close()
 
 
 def dot_stuff(message: bytes) -> bytes:
@@ -397,6 +411,9 @@ class Relay:
         self.queue_lifetime = queue_lifetime
         self.entries: dict[str, QueuedMessage] = {}
         self._tasks: dict[str, asyncio.Task] = {}
+        self._dns_cache: dict[tuple[str, str], tuple[float, Any]] = {}
+        self._idle: dict[tuple[str, int], list[SMTPClient]] = {}
+        self._closing: set[asyncio.Task] = set()
         self._wake: asyncio.Event | None = None
 
     # -- the MSA's side ---------------------------------------------------------
@@ -413,7 +430,7 @@ class Relay:
         entry = QueuedMessage(queue_id, mail_from, list(recipients), reporting_mta)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.queue.put, entry, message)
-        self._schedule(entry)
+        self._schedule(entry, message)
 
     def start(self) -> None:
         """Pick up what an earlier run left in the queue. Call on the lab's loop."""
@@ -427,6 +444,11 @@ class Relay:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
+        idle = [client for clients in self._idle.values() for client in clients]
+        self._idle.clear()
+        await asyncio.gather(
+            *(client.quit() for client in idle), *self._closing, return_exceptions=True
+        )
 
     def flush(self) -> None:
         """Try every waiting message now (like Postfix's ``postqueue -f``)."""
@@ -453,16 +475,19 @@ class Relay:
 
     # -- delivery -------------------------------------------------------------------
 
-    def _schedule(self, entry: QueuedMessage) -> None:
+    def _schedule(self, entry: QueuedMessage, message: bytes | None = None) -> None:
         self.entries[entry.id] = entry
-        task = asyncio.get_running_loop().create_task(self._run(entry), name=f"relay-{entry.id}")
+        task = asyncio.get_running_loop().create_task(
+            self._run(entry, message), name=f"relay-{entry.id}"
+        )
         self._tasks[entry.id] = task
         task.add_done_callback(lambda _t, i=entry.id: self._tasks.pop(i, None))
 
-    async def _run(self, entry: QueuedMessage) -> None:
+    async def _run(self, entry: QueuedMessage, message: bytes | None) -> None:
         loop = asyncio.get_running_loop()
         try:
-            message = await loop.run_in_executor(None, self.queue.read, entry.id)
+            if message is None:  # picked up from the queue after a restart
+                message = await loop.run_in_executor(None, self.queue.read, entry.id)
             while entry.recipients:
                 await self._wait_until(entry.next_attempt)
                 await self._attempt(entry, message)
@@ -549,6 +574,16 @@ class Relay:
             except _Temporary as error:
                 problems.append(error.diagnostic)
                 continue
+            key = (address, port)
+            client = self._take_idle(key)
+            if client is not None:  # the connection cache: no connect, greeting or EHLO
+                try:
+                    replies = await client.send(mail_from, rcpts, message)
+                except (TimeoutError, OSError, ConnectionError, SMTPError):
+                    client.close()  # the MX hung up meanwhile: connect afresh below
+                else:
+                    self._keep(key, client)
+                    return Delivery(host, replies)
             try:
                 client = await SMTPClient.connect(address, port)
             except (TimeoutError, OSError) as error:
@@ -558,22 +593,69 @@ class Relay:
                 code, text = await client.reply()
                 if code != 220:
                     problems.append(f"{host} greeted with {code} {text}")
+                    await client.quit()
                     continue
                 await client.hello(helo)
-                return Delivery(host, await client.send(mail_from, rcpts, message))
+                replies = await client.send(mail_from, rcpts, message)
             except (TimeoutError, OSError, ConnectionError, SMTPError) as error:
                 problems.append(f"{host}: {error}")
-            finally:
-                await client.quit()
+                client.close()
+                continue
+            self._keep(key, client)
+            return Delivery(host, replies)
         if refused is not None and not problems:
             raise refused
         raise _Temporary("4.4.1", "; ".join(problems) or f"no mail server for {domain}")
 
+    def _take_idle(self, key: tuple[str, int]) -> SMTPClient | None:
+        idle = self._idle.get(key)
+        if not idle:
+            return None
+        client = idle.pop()
+        client.idle_token += 1  # cancels its pending expiry
+        return client
+
+    def _keep(self, key: tuple[str, int], client: SMTPClient) -> None:
+        """Keep a connection for the next message to the same MX, for a short while."""
+        client.idle_token += 1
+        self._idle.setdefault(key, []).append(client)
+        asyncio.get_running_loop().call_later(
+            CONNECTION_REUSE_SECONDS, self._expire, key, client, client.idle_token
+        )
+
+    def _expire(self, key: tuple[str, int], client: SMTPClient, token: int) -> None:
+        idle = self._idle.get(key, [])
+        if client.idle_token == token and client in idle:
+            idle.remove(client)
+            task = asyncio.get_running_loop().create_task(client.quit())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def _cached(self, key: tuple[str, str], lookup: Callable[[], Awaitable[Any]]) -> Any:
+        """Answer from the cache if it is fresh, else ask the lab DNS (and remember).
+
+        Like any resolver, the relay keeps answers, but only for
+        ``DNS_CACHE_SECONDS`` (the records say 300 s): a lesson that changes the
+        zone sees the change within a second, and a burst of mail asks DNS once.
+        """
+        now = time.monotonic()
+        hit = self._dns_cache.get(key)
+        if hit is not None and hit[0] > now:
+            if isinstance(hit[1], BaseException):
+                raise hit[1].with_traceback(None)
+            return hit[1]
+        try:
+            value = await lookup()
+        except (NoSuchDomain, dns.resolver.NXDOMAIN, dns.resolver.NoAnswer) as error:
+            self._dns_cache[key] = (now + DNS_CACHE_SECONDS, error)  # negative caching
+            raise
+        self._dns_cache[key] = (now + DNS_CACHE_SECONDS, value)
+        return value
+
     async def _mail_hosts(self, domain: str) -> list[str]:
         """The hosts to try for ``domain``, best first (RFC 5321 §5.1)."""
-        resolver = self.resolver()
         try:
-            mx = await resolve_mx(resolver, domain)
+            mx = await self._cached((domain, "MX"), lambda: resolve_mx(self.resolver(), domain))
         except NoSuchDomain:
             raise _Permanent(
                 "5.1.2", f"x-lab; {domain} does not exist in the lab DNS (NXDOMAIN)"
@@ -587,14 +669,16 @@ class Relay:
         return [host for _, host in mx]
 
     async def _address(self, host: str) -> tuple[str, int]:
-        resolver = self.resolver()
+        async def lookup() -> list[str]:
+            answer = await self.resolver().resolve(host, "A")
+            return [r.address for r in answer]
+
         try:
-            answer = await resolver.resolve(host, "A")
+            addresses = await self._cached((host, "A"), lookup)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             raise _Temporary("4.4.4", f"{host}: no A record in the lab DNS") from None
         except dns.exception.DNSException as error:
             raise _Temporary("4.4.3", f"{host}: DNS lookup failed: {error}") from None
-        addresses = [r.address for r in answer]
         loopback = [a for a in addresses if ipaddress.ip_address(a).is_loopback]
         if not loopback:
             raise _Permanent(
@@ -621,8 +705,8 @@ class Relay:
 
 
 def new_queue_id() -> str:
-    """A short, unique, readable id, like Postfix's queue ids."""
-    return secrets.token_hex(5).upper()
+    """A short, unique, readable id, like Postfix's queue ids (40 random bits)."""
+    return f"{random.getrandbits(40):010X}"
 
 
 def _enhanced(text: str) -> str | None:

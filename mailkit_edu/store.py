@@ -434,20 +434,26 @@ def _fsync_file(path: Path) -> None:
         os.close(descriptor)
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text``: write a temporary file, fsync it, rename it over."""
+def _write_atomically(path: Path, text: str, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``text``: write a temporary file, fsync it, rename it over.
+
+    ``durable=False`` skips the fsyncs, for files that can be made again (see
+    ``_make_maildir``): the rename still makes the change atomic.
+    """
     temporary = path.with_name(f"{path.name}.tmp.{os.getpid()}.{next(_DELIVERY_COUNTER)}")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     try:
         with open(descriptor, "wb") as file:
             file.write(text.encode("utf-8", "surrogateescape"))
             file.flush()
-            os.fsync(file.fileno())
+            if durable:
+                os.fsync(file.fileno())
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    _fsync_directory(path.parent)
+    if durable:
+        _fsync_directory(path.parent)
 
 
 def _read_uidlist(path: Path) -> tuple[int, int, dict[str, int]] | None:
@@ -480,14 +486,16 @@ def _read_uidlist(path: Path) -> tuple[int, int, dict[str, int]] | None:
     return uidvalidity, uidnext, uid_of_key
 
 
-def _write_uidlist(directory: Path, uidvalidity: int, uidnext: int, uids: dict[str, int]) -> None:
+def _write_uidlist(
+    directory: Path, uidvalidity: int, uidnext: int, uids: dict[str, int], *, durable: bool = True
+) -> None:
     lines = [f"V{uidvalidity} N{uidnext}\n"]
     lines += [f"{uid} {key}\n" for key, uid in sorted(uids.items(), key=lambda item: item[1])]
-    _write_atomically(directory / UIDLIST_FILE, "".join(lines))
+    _write_atomically(directory / UIDLIST_FILE, "".join(lines), durable=durable)
 
 
 def _append_uidlist(directory: Path, entries: list[tuple[int, str]]) -> None:
-    """Append ``<uid> <key>`` lines; the caller fsyncs the file before reporting success."""
+    """Append ``<uid> <key>`` lines (written, not fsynced: see ``Store.deliver``)."""
     text = "".join(f"{uid} {key}\n" for uid, key in entries)
     with open(directory / UIDLIST_FILE, "ab") as file:
         file.write(text.encode("utf-8", "surrogateescape"))
@@ -721,7 +729,9 @@ class Store:
         with self._lock(address):
             index = self._sync(address, folder, rescan=False)
             info = self._register(index, [(key, path, status.st_size, status.st_mtime)])[0]
-        _fsync_file(directory / UIDLIST_FILE)
+        # The uid list line is written, not fsynced: the message is safe either way.
+        # If a power cut lost the line, the file would get its UID again at the next
+        # scan, in name order, which is the order UIDs were given in.
         return info
 
     # ------------------------------------------------------------------ folders
@@ -1066,16 +1076,22 @@ class Store:
         return NoSuchFolder(f"{address} has no folder {folder!r} (see create_folder)")
 
     def _make_maildir(self, address: str, folder: str) -> None:
-        """Create (or complete) one folder's directories and its uid list."""
+        """Create (or complete) one folder's directories and its uid list.
+
+        Nothing here is fsynced: an empty folder lost in a crash is simply made
+        again, with a new UIDVALIDITY, which is exactly how IMAP tells clients to
+        forget what they knew. (A new lab makes 30 folders: fsyncing each cost
+        most of ``start_lab()``'s time.) The first delivery into a folder fsyncs
+        its directory, and with it the journal that holds these creations.
+        """
         directory = self._folder_dir(address, folder)
         directory.mkdir(mode=DIR_MODE, exist_ok=True)
         if folder != INBOX:
             (directory / FOLDER_MARKER).touch(mode=FILE_MODE, exist_ok=True)
         if _read_uidlist(directory / UIDLIST_FILE) is None:
-            _write_uidlist(directory, self._next_uidvalidity(address), 1, {})
+            _write_uidlist(directory, self._next_uidvalidity(address), 1, {}, durable=False)
         for subdirectory in ("tmp", "new", "cur"):  # cur/ last: it makes the folder exist
             (directory / subdirectory).mkdir(mode=DIR_MODE, exist_ok=True)
-        _fsync_directory(directory.parent)
 
     def _make_parents(self, address: str, folder: str) -> None:
         levels = folder.split(HIERARCHY_DELIMITER)
@@ -1092,7 +1108,7 @@ class Store:
         except (FileNotFoundError, ValueError):
             last = 0
         value = max(int(time.time()), last + 1)
-        _write_atomically(path, f"{value}\n")
+        _write_atomically(path, f"{value}\n", durable=False)  # time-based: grows anyway
         return value
 
     # ------------------------------------------------------------------ internals: flags

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import re
 
+from .test_relay_lab import wait_until
 from .test_smtp_lab import ALICE, CAROL, Raw, wait_for_subject
 
 SCRIPT = [
@@ -33,10 +34,10 @@ GOLDEN_MSA = [
     ("S", "250-SIZE 10485760", None, "250"),
     ("S", "250-8BITMIME", None, "250"),
     ("S", "250-SMTPUTF8", None, "250"),
-    ("S", "250-STARTTLS", None, "250"),
-    ("S", "250-AUTH LOGIN PLAIN", None, "250"),
     ("S", "250-PIPELINING", None, "250"),
     ("S", "250-ENHANCEDSTATUSCODES", None, "250"),
+    ("S", "250-STARTTLS", None, "250"),
+    ("S", "250-AUTH LOGIN PLAIN", None, "250"),
     ("S", "250 HELP", None, "250"),
     ("C", AUTH, "AUTH", None),
     ("S", "235 2.7.0 Authentication successful", None, "235"),
@@ -74,9 +75,9 @@ GOLDEN_MX = [
     ("S", "250-SIZE 10485760", None, "250"),
     ("S", "250-8BITMIME", None, "250"),
     ("S", "250-SMTPUTF8", None, "250"),
-    ("S", "250-STARTTLS", None, "250"),
     ("S", "250-PIPELINING", None, "250"),
     ("S", "250-ENHANCEDSTATUSCODES", None, "250"),
+    ("S", "250-STARTTLS", None, "250"),
     ("S", "250 HELP", None, "250"),
     ("C", f"MAIL FROM:<{ALICE}> SIZE=<n>", "MAIL", None),
     ("S", "250 2.1.0 Sender OK", None, "250"),
@@ -131,6 +132,12 @@ def test_golden_journey(fresh_lab):
     finally:
         raw.close()
     stored = wait_for_subject(lab, CAROL, "golden")
+    # The relay keeps its connection to the MX for a moment (in case more mail
+    # comes), then says QUIT: wait for that.
+    wait_until(
+        lambda: "221 2.0.0 Bye" in lab.transcript(server="mx.south.test")["line"].tolist(),
+        what="the relay's QUIT",
+    )
     assert stored.get_payload() == "Hi Carol,\n.a line that starts with a dot\n"
     t = lab.transcript()
     assert rows(t[t["server"] == "msa.north.test"]) == GOLDEN_MSA

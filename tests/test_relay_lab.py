@@ -11,6 +11,7 @@ import time
 import pytest
 
 import mailkit_edu as mk
+from mailkit_edu.relay import DNS_CACHE_SECONDS
 
 from .conftest import FAST, lab_threads
 from .test_smtp_lab import ALICE, BOB, CAROL, message, password, submit, wait_for_subject
@@ -254,3 +255,44 @@ def test_start_up_errors_are_clear(tmp_path):
     with pytest.raises(mk.LabError, match="a-file"):
         mk.start_lab(blocker)
     assert set(lab_threads()) <= before
+
+
+def test_relay_reuses_its_connection_and_caches_dns(fresh_lab):
+    """Two messages in a row to south go over one MX session (one EHLO, two MAILs)
+    after one MX lookup; the relay says QUIT once the connection has been idle."""
+    lab = fresh_lab
+    with smtplib.SMTP("127.0.0.1", lab.port("msa.north.test"), timeout=10) as smtp:
+        smtp.login(ALICE, password(lab, ALICE))
+        smtp.send_message(message(ALICE, CAROL, "first of two"))
+        wait_for_subject(lab, CAROL, "first of two")
+        smtp.send_message(message(ALICE, CAROL, "second of two"))
+        wait_for_subject(lab, CAROL, "second of two")
+    wait_until(
+        lambda: "QUIT" in lab.transcript(server="mx.south.test")["command"].tolist(),
+        what="the relay's QUIT",
+    )
+    mx = lab.transcript(server="mx.south.test")
+    assert mx["session"].nunique() == 1
+    commands = mx["command"].dropna().tolist()
+    assert commands.count("EHLO") == 1 and commands.count("MAIL") == 2
+    assert commands[-1] == "QUIT"
+    questions = lab.transcript(protocol="DNS")["line"].tolist()
+    assert questions.count("south.test. IN MX?") == 1
+
+
+def test_a_zone_change_reaches_the_relay(fresh_lab):
+    """After the MX record of south is pointed at a host with no server, the relay
+    notices within its short cache time: mail then waits in the queue."""
+    lab = fresh_lab
+    submit(lab, ALICE, [CAROL], message(ALICE, CAROL, "before the change"))
+    wait_for_subject(lab, CAROL, "before the change")
+    lab.zone.remove("south.test", "MX")
+    lab.zone.add("south.test", "MX", "10 nowhere.south.test.")
+    lab.zone.add("nowhere.south.test", "A", "127.0.0.1")
+    time.sleep(DNS_CACHE_SECONDS + 0.1)  # not waiting for mail: letting the cache expire
+    submit(lab, ALICE, [CAROL], message(ALICE, CAROL, "after the change"))
+    wait_until(
+        lambda: lab.queue()["last_error"].str.contains("nowhere.south.test").any(),
+        what="an attempt at nowhere.south.test",
+    )
+    assert lab.mailbox(CAROL)["subject"].tolist() == ["before the change"]

@@ -140,7 +140,8 @@ def test_transcript_has_every_line_of_a_submission_once(lab):
     assert "Subject: transcript check" in data_lines and data_lines[-1] == "."
     # The relay's session at the MX is recorded by the MX, once.
     mx = rows[(rows["server"] == "mx.north.test") & (rows["direction"] == "C")]
-    assert mx["command"].dropna().tolist() == ["EHLO", "MAIL", "RCPT", "DATA", "QUIT"]
+    transaction = [c for c in mx["command"].dropna() if c in ("MAIL", "RCPT", "DATA")]
+    assert transaction == ["MAIL", "RCPT", "DATA"]
 
 
 def test_ehlo_advertises_the_extensions(lab):
@@ -426,3 +427,18 @@ def test_tls_handshake_garbage_then_a_healthy_client(lab):
         raw.close()
     submit(lab, ALICE, [BOB], message(ALICE, BOB, "after tls garbage"))
     wait_for_subject(lab, BOB, "after tls garbage")
+
+
+def test_help_does_not_use_up_an_injected_reply(fresh_lab):
+    """HELP MAIL only looks the verb up: the reply injected for MAIL still fires on MAIL."""
+    lab = fresh_lab
+    lab.inject("mx.north.test", command="MAIL", reply="452 4.3.1 Insufficient storage")
+    raw = Raw(lab.port("mx.north.test"))
+    try:
+        raw.reply()
+        raw.send("EHLO x.test")
+        assert raw.send("HELP MAIL")[0].startswith("250")
+        assert raw.send("MAIL FROM:<a@b.test>") == ["452 4.3.1 Insufficient storage"]
+        assert raw.send("MAIL FROM:<a@b.test>")[0].startswith("250")
+    finally:
+        raw.close()
