@@ -48,7 +48,7 @@ from _common import (
 
 import mailkit_edu
 
-REPETITIONS = 3
+REPETITIONS = 5
 CLIENTS = 8
 MESSAGES = 400  # per repetition and per server
 RUN_TIMEOUT = 60.0  # seconds one repetition may take before the benchmark gives up

@@ -253,7 +253,13 @@ class SMTPClient:
             raise SMTPError(code, text)
 
     async def send(self, mail_from: str, recipients: Iterable[str], message: bytes) -> dict:
-        """MAIL, RCPT for each recipient, DATA. Returns ``{rcpt: (code, text)}``."""
+        """One mail transaction (RFC 5321 §3.3): MAIL, a RCPT per recipient, DATA, the
+        message. Returns ``{rcpt: (code, text)}``.
+
+        When the server offers PIPELINING (RFC 2920), MAIL, the RCPTs and DATA go in
+        one write and their replies are read afterwards, as Postfix does; the
+        server's transcript then shows the commands together, then the replies.
+        """
         params = ""
         if "SIZE" in self.extensions:
             params += f" SIZE={len(message)}"
@@ -262,24 +268,37 @@ class SMTPClient:
         recipients = list(recipients)
         if "SMTPUTF8" in self.extensions and not all(a.isascii() for a in [mail_from, *recipients]):
             params += " SMTPUTF8"
-        code, text = await self.command(f"MAIL FROM:<{mail_from}>{params}")
-        if code != 250:
-            return {rcpt: (code, text) for rcpt in recipients}
-        replies: dict[str, tuple[int, str]] = {}
-        for rcpt in recipients:
-            replies[rcpt] = await self.command(f"RCPT TO:<{rcpt}>")
+        mail = f"MAIL FROM:<{mail_from}>{params}"
+        rcpts = [f"RCPT TO:<{rcpt}>" for rcpt in recipients]
+        data: tuple[int, str] | None
+        if "PIPELINING" in self.extensions:
+            lines = [mail, *rcpts, "DATA"]
+            self.writer.write("".join(f"{line}\r\n" for line in lines).encode("utf-8"))
+            await self.writer.drain()
+            answers = [await self.reply() for _ in lines]
+            sender, rcpt_replies, data = answers[0], answers[1:-1], answers[-1]
+        else:
+            sender = await self.command(mail)
+            if sender[0] != 250:
+                return {rcpt: sender for rcpt in recipients}
+            rcpt_replies = [await self.command(line) for line in rcpts]
+            accepted_any = any(code in (250, 251) for code, _ in rcpt_replies)
+            data = await self.command("DATA") if accepted_any else None
+        if sender[0] != 250:
+            return {rcpt: sender for rcpt in recipients}
+        replies = dict(zip(recipients, rcpt_replies, strict=True))
         accepted = [r for r, (c, _) in replies.items() if c in (250, 251)]
-        if not accepted:
-            await self.command("RSET")
-            return replies
-        code, text = await self.command("DATA")
-        if code != 354:
-            await self.command("RSET")  # leave no half transaction on a reusable connection
-            return {**replies, **{r: (code, text) for r in accepted}}
-        self.writer.write(dot_stuff(message) + b".\r\n")
-        await self.writer.drain()
-        final = await self.reply()
-        return {**replies, **{r: final for r in accepted}}
+        if data is not None and data[0] == 354 and not accepted:
+            self.writer.write(b".\r\n")  # RFC 2920 §3.1: end the data, send no message
+            await self.reply()
+        elif data is not None and data[0] == 354:
+            self.writer.write(dot_stuff(message) + b".\r\n")
+            await self.writer.drain()
+            final = await self.reply()
+            return {**replies, **{r: final for r in accepted}}
+        await self.command("RSET")  # leave no half transaction on a reusable connection
+        failed = data if data is not None else (503, "no recipient was accepted")
+        return {**replies, **{r: failed for r in accepted}}
 
     async def quit(self) -> None:
         """Say QUIT (RFC 5321 §4.1.1.10) and close."""

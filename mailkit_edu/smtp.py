@@ -111,6 +111,8 @@ DEFAULT_ENHANCED_CODES = {
     "554": "5.0.0",
     "555": "5.5.4",
 }
+#: Replies the client waits for before it may send more: never held back.
+_FLUSH_NOW = frozenset({"220", "221", "334", "354", "421"})
 _HAS_ENHANCED = re.compile(r"^\d{3}[ -][245]\.\d{1,3}\.\d{1,3}(?: |$)")
 _REPLY = re.compile(r"^[2-5]\d\d(?:[ -].*)?$")
 
@@ -265,16 +267,20 @@ class LabSMTP(SMTP):
         elif code == "334":
             self._reading = _Reading.AUTH
         self._log.server(line, code)
+        self._unsent.append(line)
         if code is not None and line[3:4] == "-":
-            # A line of a multi-line reply (RFC 5321 §4.2.1): send it with the last
-            # line, in one write, rather than one packet per line.
-            self._unsent.append(line)
-            return
-        data = "\r\n".join([*self._unsent, line]).encode("utf-8") + b"\r\n"
+            return  # a line of a multi-line reply (RFC 5321 §4.2.1): goes with the last one
+        if code not in _FLUSH_NOW and self._pipelined_input():
+            return  # RFC 2920 §3.2: answer a group of pipelined commands in one write
+        data = "\r\n".join(self._unsent).encode("utf-8") + b"\r\n"
         self._unsent.clear()
         if self.transport is not None:
             self._writer.write(data)
             await self._writer.drain()
+
+    def _pipelined_input(self) -> bool:
+        """True when the client has already sent its next command (PIPELINING)."""
+        return b"\n" in self._reader._buffer  # aiosmtpd reads the same private buffer
 
     def _close(self) -> None:
         if self.transport is not None:
