@@ -28,8 +28,11 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@ $(VENV)/.installed-lab
 
+# JupyterLab refuses to run as root unless told (containers, some Binder-like setups).
+JUPYTER_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
+
 lab: $(VENV)/.installed-lab
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab $(JUPYTER_ARGS) notebooks/
 
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check mailkit_edu tests benchmarks

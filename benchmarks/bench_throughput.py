@@ -24,7 +24,7 @@ Why the baseline is fair
     of those, plus AUTH, DNS and the transcript.
 
 How to read it
-    msg/s per repetition, then the median over 3 repetitions for each and the median of
+    msg/s per repetition, then the median over 5 repetitions for each and the median of
     the per-repetition ratios. Floor: ours >= 50% of the baseline.
 """
 
