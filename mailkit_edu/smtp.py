@@ -342,6 +342,14 @@ class LabSMTP(SMTP):
         finally:
             self._in_helo = False
 
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        """STARTTLS (RFC 3207): once per connection; a second one is refused."""
+        if self._tls_protocol is not None:
+            await self.push("503 5.5.1 TLS is already active")
+            return
+        await super().smtp_STARTTLS(arg)
+
     @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str) -> None:
         """AUTH (RFC 4954). The MX offers none; with ``require_tls`` the MSA wants

@@ -442,3 +442,20 @@ def test_help_does_not_use_up_an_injected_reply(fresh_lab):
         assert raw.send("MAIL FROM:<a@b.test>")[0].startswith("250")
     finally:
         raw.close()
+
+
+def test_a_second_starttls_is_refused(lab):
+    """STARTTLS inside TLS gets 503, and the encrypted session goes on."""
+    raw = Raw(lab.port("msa.north.test"))
+    try:
+        raw.reply()
+        raw.send("EHLO raw.test")
+        assert raw.send("STARTTLS")[0].startswith("220")
+        context = ssl.create_default_context(cafile=str(lab.ca_file))
+        raw.sock = context.wrap_socket(raw.sock, server_hostname="msa.north.test")
+        raw.file = raw.sock.makefile("rb")
+        raw.send("EHLO raw.test")
+        assert raw.send("STARTTLS")[0].startswith("503 5.5.1")
+        assert raw.send("NOOP")[0].startswith("250")
+    finally:
+        raw.close()
