@@ -53,6 +53,7 @@ import dns.resolver
 import pandas as pd
 
 from .dnsserver import NoSuchDomain, resolve_mx
+from .store import fsync_directory
 
 __all__ = [
     "QUEUE_LIFETIME",
@@ -141,7 +142,7 @@ class Queue:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
-        _fsync_dir(self.directory)
+        fsync_directory(self.directory)
 
     def save_state(self, entry: QueuedMessage) -> None:
         tmp = self.directory / f".{entry.id}.state.tmp"
@@ -178,14 +179,6 @@ class Queue:
 
 def _private(path: str, flags: int) -> int:
     return os.open(path, flags, 0o600)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- a small SMTP client ---------------------------------------------------------

@@ -540,6 +540,12 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
+def _accept_recipient(envelope: Envelope, address: str, options: list) -> str:
+    envelope.rcpt_tos.append(address)
+    envelope.rcpt_options.extend(options)
+    return "250 2.1.5 Recipient OK"
+
+
 def _header_block(content: bytes) -> bytes:
     end = content.find(b"\r\n\r\n")
     return content if end < 0 else content[: end + 2]
@@ -624,9 +630,7 @@ class SubmissionHandler(_LabHandler):
             return "553 5.1.3 Give the recipient's full address, local@domain"
         if not _is_utf8(address):
             return "553 5.6.7 The address is not valid UTF-8 (RFC 6531)"
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(options)
-        return "250 2.1.5 Recipient OK"
+        return _accept_recipient(envelope, address, options)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         queue_id = new_queue_id()
@@ -688,9 +692,7 @@ class InboundHandler(_LabHandler):
             return f"550 5.1.1 <{address}>: no such user here"
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return "452 4.5.3 Too many recipients"
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(options)
-        return "250 2.1.5 Recipient OK"
+        return _accept_recipient(envelope, address, options)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         queue_id = new_queue_id()

@@ -116,6 +116,7 @@ __all__ = [
     "StoreError",
     "TooManyKeywords",
     "decode_header_text",
+    "fsync_directory",
     "normalize_address",
     "normalize_flag",
     "normalize_folder",
@@ -410,7 +411,7 @@ def _file_signature(path: Path) -> tuple[int, int, int] | None:
     return (status.st_ino, status.st_size, status.st_mtime_ns)
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
     """Make a rename or a new file in ``directory`` durable.
 
     A file's fsync saves its bytes. The name that points to it is saved only when
@@ -453,7 +454,7 @@ def _write_atomically(path: Path, text: str, *, durable: bool = True) -> None:
         temporary.unlink(missing_ok=True)
         raise
     if durable:
-        _fsync_directory(path.parent)
+        fsync_directory(path.parent)
 
 
 def _read_uidlist(path: Path) -> tuple[int, int, dict[str, int]] | None:
@@ -724,7 +725,7 @@ class Store:
         mtime_ns = None if internaldate is None else round(internaldate * 1e9)
         # The slow part (writing and fsyncing) runs without the lock ...
         key, path, status = self._write_message(directory, data, letters, mtime_ns)
-        _fsync_directory(path.parent)
+        fsync_directory(path.parent)
         # ... which is taken only to number the message.
         with self._lock(address):
             index = self._sync(address, folder, rescan=False)
@@ -785,7 +786,7 @@ class Store:
             # One atomic rename makes the folder disappear, then we clean up at leisure.
             doomed = self._maildir(address) / f"mailkit-deleting.{_unique_key(0)}"
             os.rename(self._folder_dir(address, folder), doomed)
-            _fsync_directory(self._maildir(address))
+            fsync_directory(self._maildir(address))
             self._indexes.pop((address, folder), None)
             shutil.rmtree(doomed)
 
@@ -820,7 +821,7 @@ class Store:
                 os.rename(self._folder_dir(address, before), self._folder_dir(address, after))
                 self._indexes.pop((address, before), None)
                 self._indexes.pop((address, after), None)
-            _fsync_directory(self._maildir(address))
+            fsync_directory(self._maildir(address))
 
     def uidvalidity(self, address: str, folder: str) -> int:
         """The folder's UIDVALIDITY (RFC 3501 section 2.3.1.1)."""
@@ -944,7 +945,7 @@ class Store:
                 )
                 written.append((info.uid, key, path, copied))
             for subdirectory in ("new", "cur"):
-                _fsync_directory(directory / subdirectory)
+                fsync_directory(directory / subdirectory)
         except BaseException:
             for _, _, path, _ in written:
                 path.unlink(missing_ok=True)
@@ -992,7 +993,7 @@ class Store:
                     self._sync(address, source, rescan=False).save()
         if moved:
             for subdirectory in ("new", "cur"):
-                _fsync_directory(directory / subdirectory)
+                fsync_directory(directory / subdirectory)
             _fsync_file(directory / UIDLIST_FILE)
         return moved
 

@@ -75,3 +75,15 @@ def test_a_250_survives_kill_9(tmp_path):
         # (RFC 5321 §6.1 prefers a duplicate to a loss), but none is missing.
         wait_until(lambda: wanted <= set(lab.mailbox(CAROL)["subject"]), what="all 20 messages")
         wait_until(lambda: lab.queue().empty, what="an empty queue")
+
+
+def test_a_lab_left_running_stops_at_exit():
+    """A script that starts a lab and never stops it exits cleanly, and the lab's
+    temporary folder is gone (stop() runs at interpreter exit)."""
+    script = "import mailkit_edu as mk; lab = mk.start_lab(); print(lab.path, flush=True)"
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert not Path(result.stdout.strip()).exists()

@@ -53,7 +53,7 @@ LAYERS = {
     "store": set(),
     "tls": set(),
     "dnsserver": {"transcript"},
-    "relay": {"dnsserver"},
+    "relay": {"dnsserver", "store"},
     "smtp": {"faults", "relay", "transcript"},
     "lab": {"config", "dnsserver", "relay", "smtp", "store", "tls", "transcript"},
     "cli": {"lab", "__init__"},
