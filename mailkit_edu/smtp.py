@@ -307,10 +307,11 @@ class LabSMTP(SMTP):
         lines = [self.hostname]
         if self.data_size_limit:
             lines.append(f"SIZE {self.data_size_limit}")  # RFC 1870
-            self.command_size_limits["MAIL"] += 26
         lines.append("8BITMIME")  # RFC 6152
         lines.append("SMTPUTF8")  # RFC 6531
-        self.command_size_limits["MAIL"] += 10
+        # RFC 5321 §4.5.3.1.4 allows 512 octets per command line; each MAIL parameter
+        # an extension adds may lengthen it (RFC 1870 §3: 26 for SIZE; RFC 6531: 10).
+        self.command_size_limits["MAIL"] = self.command_size_limit + 26 + 10
         lines.append("PIPELINING")  # RFC 2920
         lines.append("ENHANCEDSTATUSCODES")  # RFC 2034
         if self.tls_context and not self._tls_protocol:
