@@ -21,7 +21,7 @@ Why the baseline is fair
     filesystem (both Maildirs live under the system temporary folder). The baseline is
     what "an aiosmtpd server that writes a Maildir" costs here and now, so the ratio
     is the price of everything the lab adds: AUTH, the fsynced queue, two DNS queries, a
-    second SMTP hop, and the MDA's fsyncs of the file, its directory and the uid list.
+    second SMTP hop, and the MDA's fsyncs of the file and its directory.
 
 How to read it
     Three repetitions of 150 messages to each server, sent in alternating blocks of 10

@@ -20,7 +20,7 @@ Why the baseline is fair
     run and interleaved with ours (baseline, lab, baseline, lab, ...), so the shared
     machine's noise hits both. The baseline writes once per message (one fsync, on the
     loop itself); ours queues (fsync of file and folder), relays over a second SMTP
-    connection and stores (fsync of file, folder and uid list): the ratio is the price
+    connection and stores (fsync of file and folder): the ratio is the price
     of those, plus AUTH, DNS and the transcript.
 
 How to read it
