@@ -2,8 +2,8 @@
 
 Role
     ``start_lab()`` builds and starts a :class:`Lab`: a DNS server for the lab
-    zone and, for each mail domain (``north.test``, ``south.test``, …), an MSA
-    and an MX (POP3 and IMAP join them in later chapters), a mail store, a relay
+    zone and, for each mail domain (``north.test``, ``south.test``, …), an MSA,
+    an MX and a POP3 server (IMAP joins them later), a mail store, a relay
     queue and one transcript of every protocol line.
 
     All servers run on **one private asyncio loop in one background thread**,
@@ -39,6 +39,7 @@ import pandas as pd
 
 from .config import Account, Domain, parse_domains
 from .dnsserver import DNSServer, Zone, lab_async_resolver
+from .pop3server import AUTOLOGOUT, POP3Server, POP3Settings
 from .relay import QUEUE_LIFETIME, RETRY_SCHEDULE, Queue, Relay
 from .smtp import (
     AUTH_FAILURE_DELAY,
@@ -60,6 +61,8 @@ STARTUP_TIMEOUT = 15.0
 #: Seconds ``stop`` waits for servers and connections to close.
 SHUTDOWN_TIMEOUT = 10.0
 LOOPBACK = "127.0.0.1"
+#: The servers each mail domain runs, by host name: <role>.<domain>.
+MAIL_HOSTS = ("msa", "mx", "pop3")
 #: Threads that write mail to disk (queue and Maildir), so the loop never waits on fsync.
 IO_THREADS = 2
 
@@ -85,6 +88,7 @@ class Lab:
         queue_lifetime: float = QUEUE_LIFETIME,
         auth_failure_delay: float = AUTH_FAILURE_DELAY,
         idle_timeout: float = IDLE_TIMEOUT,
+        pop3_autologout: float = AUTOLOGOUT,
     ) -> None:
         self.number = next(_lab_numbers)
         self.domains: list[Domain] = parse_domains(domains)
@@ -98,6 +102,12 @@ class Lab:
             max_message_size=max_message_size,
             auth_failure_delay=auth_failure_delay,
             idle_timeout=idle_timeout,
+        )
+        self.pop3_settings = POP3Settings(
+            require_tls=require_tls,
+            mask_secrets=mask_secrets,
+            auth_failure_delay=auth_failure_delay,
+            autologout=pop3_autologout,
         )
         self.transcript_log = Transcript()
         self.zone = Zone([d.name for d in self.domains])
@@ -153,7 +163,7 @@ class Lab:
             raise LabError(f"cannot keep the lab's mail in {self.path}: {error}") from error
         self._passwords = {a.address: a.password for d in self.domains for a in d.accounts}
         self._build_zone()
-        hostnames = [f"{role}.{d.name}" for d in self.domains for role in ("msa", "mx")]
+        hostnames = [f"{role}.{d.name}" for d in self.domains for role in MAIL_HOSTS]
         self.ca = LabCA(hostnames + [d.name for d in self.domains], self.path / "tls")
 
     def _run_loop(self) -> None:
@@ -175,7 +185,7 @@ class Lab:
             zone.add(name, "MX", f"10 mx.{name}.")
             zone.add(name, "A", LOOPBACK)  # lets the implicit-MX fallback (RFC 5321 §5.1) work
             zone.add(name, "TXT", '"v=spf1 ip4:127.0.0.1 -all"')
-            for role in ("msa", "mx"):
+            for role in MAIL_HOSTS:
                 zone.add(f"{role}.{name}", "A", LOOPBACK)
 
     async def _start_servers(self) -> None:
@@ -219,6 +229,17 @@ class Lab:
                 handler=InboundHandler(mx_name, domain.name, lambda a=addresses: a, deliver),
                 transcript=self.transcript_log,
                 settings=self.settings,
+                tls_context=tls_context,
+                host=LOOPBACK,
+            )
+            pop3_name = f"pop3.{domain.name}"
+            self._servers[pop3_name] = POP3Server(
+                name=pop3_name,
+                domain=domain.name,
+                store=self.store,
+                passwords={a.address: a.password for a in domain.accounts},
+                transcript=self.transcript_log,
+                settings=self.pop3_settings,
                 tls_context=tls_context,
                 host=LOOPBACK,
             )
@@ -397,6 +418,8 @@ class Lab:
             raise ValueError(
                 f"an SMTP reply starts with a three-digit code, e.g. '451 …', not {reply!r}"
             )
+        if server.protocol == "POP3" and not reply.startswith(("+OK", "-ERR")):
+            raise ValueError(f"a POP3 reply starts with +OK or -ERR, e.g. '-ERR …', not {reply!r}")
         faults.add(command, reply, times)
 
     def flush_queue(self) -> None:
@@ -437,7 +460,8 @@ def start_lab(path: str | Path | None = None, **options: Any) -> Lab:
     fresh temporary folder, removed by ``stop()``). Options: ``domains``
     (``{"north.test": {"alice": "pw"}}`` or ``{"north.test": ["alice"]}``),
     ``require_tls``, ``mask_secrets``, ``max_message_size``, ``retry_schedule``,
-    ``queue_lifetime``, ``auth_failure_delay``, ``idle_timeout``.
+    ``queue_lifetime``, ``auth_failure_delay``, ``idle_timeout`` (SMTP, seconds),
+    ``pop3_autologout`` (seconds; RFC 1939 asks for at least 600).
 
     Use it as a context manager to stop it at the end of a block::
 

@@ -147,3 +147,89 @@ def test_golden_journey(fresh_lab):
     # The three conversations happen one after the other, in that order.
     order = t.drop_duplicates("session")["server"].tolist()
     assert order == ["msa.north.test", "dns", "dns", "mx.south.test"]
+
+
+POP3_SCRIPT = [
+    "CAPA",
+    "USER carol@south.test",
+    "PASS carol-secret",
+    "STAT",
+    "LIST",
+    "UIDL",
+    "RETR 1",
+    "DELE 1",
+    "RETR 1",
+    "QUIT",
+]
+
+GOLDEN_POP3 = [
+    ("S", "+OK POP3 server ready <timestamp>", None, "+OK"),
+    ("C", "CAPA", "CAPA", None),
+    ("S", "+OK Capability list follows", None, "+OK"),
+    ("S", "TOP", None, None),
+    ("S", "UIDL", None, None),
+    ("S", "USER", None, None),
+    ("S", "SASL PLAIN", None, None),
+    ("S", "RESP-CODES", None, None),
+    ("S", "AUTH-RESP-CODE", None, None),
+    ("S", "PIPELINING", None, None),
+    ("S", "STLS", None, None),
+    ("S", "IMPLEMENTATION mailkit-edu", None, None),
+    ("S", ".", None, None),
+    ("C", "USER carol@south.test", "USER", None),
+    ("S", "+OK send PASS", None, "+OK"),
+    ("C", "PASS carol-secret", "PASS", None),
+    ("S", "+OK maildrop locked and ready (1 message, 49 octets)", None, "+OK"),
+    ("C", "STAT", "STAT", None),
+    ("S", "+OK 1 49", None, "+OK"),
+    ("C", "LIST", "LIST", None),
+    ("S", "+OK 1 message (49 octets)", None, "+OK"),
+    ("S", "1 49", None, None),
+    ("S", ".", None, None),
+    ("C", "UIDL", "UIDL", None),
+    ("S", "+OK unique-id listing follows", None, "+OK"),
+    ("S", "1 <uidvalidity>.1", None, None),
+    ("S", ".", None, None),
+    ("C", "RETR 1", "RETR", None),
+    ("S", "+OK 49 octets", None, "+OK"),
+    ("S", "From: a@b.test", None, None),
+    ("S", "Subject: golden pop", None, None),
+    ("S", "", None, None),
+    ("S", "Hi", None, None),
+    ("S", "..dot", None, None),  # dot-stuffed (RFC 1939 §3)
+    ("S", ".", None, None),
+    ("C", "DELE 1", "DELE", None),
+    ("S", "+OK message 1 deleted", None, "+OK"),
+    ("C", "RETR 1", "RETR", None),
+    ("S", "-ERR message 1 is deleted", None, "-ERR"),
+    ("C", "QUIT", "QUIT", None),
+    ("S", "+OK pop3.south.test POP3 server signing off (1 message deleted)", None, "+OK"),
+]
+
+
+def test_golden_pop3_session(fresh_lab):
+    """A scripted POP3 session gives exactly the expected rows, and DELE+QUIT empties the
+    Maildir."""
+    lab = fresh_lab
+    lab.store.deliver(CAROL, b"From: a@b.test\r\nSubject: golden pop\r\n\r\nHi\r\n.dot\r\n")
+    raw = Raw(lab.port("pop3.south.test"))
+    try:
+        raw.reply()
+        for line in POP3_SCRIPT:  # one at a time, each after the previous status line
+            raw.sock.sendall(line.encode() + b"\r\n")
+            status = raw.file.readline()
+            if line in ("CAPA", "LIST", "UIDL") or (line == "RETR 1" and status[:3] == b"+OK"):
+                while raw.file.readline() != b".\r\n":  # the rest of a multi-line reply
+                    pass
+        assert raw.file.readline() == b""  # the server closed after QUIT
+    finally:
+        raw.close()
+    uidvalidity = lab.store.uidvalidity(CAROL, "INBOX")
+    wait_until(lambda: lab.mailbox(CAROL).empty, what="the QUIT's deletion")
+    t = lab.transcript(server="pop3.south.test").copy()
+    t["line"] = (
+        t["line"]
+        .str.replace(r"<\d+\.\d+@pop3\.south\.test>", "<timestamp>", regex=True)
+        .str.replace(f"{uidvalidity}.", "<uidvalidity>.", regex=False)
+    )
+    assert rows(t) == GOLDEN_POP3
