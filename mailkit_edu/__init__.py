@@ -1,14 +1,14 @@
 """mailkit-edu: learn how email really travels, on real servers on your own machine.
 
 ``lab = mailkit_edu.start_lab()`` starts a DNS server and, for two mail
-providers (``north.test`` and ``south.test``), a submission server (MSA) and an
-inbound server (MX) on 127.0.0.1. ``lab.servers``, ``lab.accounts`` and
+providers (``north.test`` and ``south.test``), a submission server (MSA), an
+inbound server (MX) and a POP3 server on 127.0.0.1. ``lab.servers``, ``lab.accounts`` and
 ``lab.transcript()`` are pandas DataFrames; ``lab.stop()`` ends it all.
 
 Layers (each imports only those before it): ``transcript``, ``config``,
-``faults``, ``store``, ``tls`` know nothing of protocols; ``dnsserver``,
-``relay`` and ``smtp`` are the servers; ``lab`` assembles them; ``cli`` runs a
-lab in a terminal.
+``faults``, ``store``, ``tls`` know nothing of protocols; ``pop3`` is the POP3
+protocol core (no I/O); ``dnsserver``, ``relay``, ``smtp`` and ``pop3server``
+are the servers; ``lab`` assembles them; ``cli`` runs a lab in a terminal.
 """
 
 from __future__ import annotations
