@@ -351,3 +351,11 @@ def test_commands_injected_before_the_tls_handshake_are_discarded(lab):
         raw.close()
     lines = lab.transcript(server="pop3.south.test")["line"].tolist()
     assert f"USER {CAROL} [discarded: sent before TLS]" in lines
+
+
+def test_injected_greeting(lab):
+    """inject(command="CONNECT") replaces the POP3 greeting; with -ERR the server hangs up."""
+    lab.inject("pop3.south.test", command="CONNECT", reply="-ERR [SYS/TEMP] maintenance")
+    with pytest.raises(poplib.error_proto, match="maintenance"):
+        poplib.POP3("127.0.0.1", lab.port("pop3.south.test"), timeout=10)
+    pop(lab, CAROL).quit()  # once only
