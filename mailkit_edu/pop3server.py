@@ -201,9 +201,8 @@ class _Connection:
     async def read_line(self) -> bytes | None:
         """The next command line, recorded in the transcript; None to hang up."""
         try:
-            line = await asyncio.wait_for(
-                self.reader.readuntil(b"\n"), self.server.settings.autologout
-            )
+            async with asyncio.timeout(self.server.settings.autologout):
+                line = await self.reader.readuntil(b"\n")
         except TimeoutError:
             return None  # RFC 1939 §3: autologout, without a response
         except asyncio.IncompleteReadError as error:
@@ -267,18 +266,15 @@ class _Connection:
     # -- the write point -----------------------------------------------------------
 
     async def send(self, response: Response) -> None:
-        for index, line in enumerate(response.lines):
-            code = None
-            if index == 0:
-                code = (
-                    "+OK"
-                    if line.startswith(b"+OK")
-                    else "-ERR"
-                    if line.startswith(b"-ERR")
-                    else "+"
-                )
-            self.transcript.server(decode_line(line), code)
-        self.writer.write(b"".join(line + b"\r\n" for line in response.lines))
+        lines = response.lines
+        if not lines:
+            return
+        first = lines[0]
+        code = "+OK" if first.startswith(b"+OK") else "-ERR" if first.startswith(b"-ERR") else "+"
+        data = b"\r\n".join(lines)
+        # One decode for the whole reply (a RETR is dozens of lines); no line holds CRLF.
+        self.transcript.reply(data.decode("utf-8", "backslashreplace").split("\r\n"), code)
+        self.writer.write(data + b"\r\n")
         await self.writer.drain()
 
     async def start_tls(self) -> None:

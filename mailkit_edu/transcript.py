@@ -132,6 +132,28 @@ class Transcript:
         for listener in self.listeners:
             listener()
 
+    def record_reply(
+        self, server_id: int, session: int, lines: list[str], code: str | None
+    ) -> None:
+        """Append the lines of one multi-line server reply at once (``code`` on the
+        first line only): one lock for a whole RETR, not one per line."""
+        if not lines:
+            return
+        now = time.time_ns()
+        n = len(lines)
+        lines = [clip(line) for line in lines]
+        with self._lock:
+            self._time.extend([now] * n)
+            self._server.extend([server_id] * n)
+            self._session.extend([session] * n)
+            self._client.extend([False] * n)
+            self._line.extend(lines)
+            self._command.extend([None] * n)
+            self._code.append(code)
+            self._code.extend([None] * (n - 1))
+        for listener in self.listeners:
+            listener()
+
     def frame(self, start: int = 0) -> pd.DataFrame:
         """The transcript as a DataFrame (rows ``start`` onwards), built on demand."""
         with self._lock:
@@ -184,6 +206,10 @@ class SessionLog:
     def server(self, line: str, code: str | None = None) -> None:
         """Record a line the server sent (direction ``S``)."""
         self._transcript.record(self.server_id, self.session, False, line, None, code)
+
+    def reply(self, lines: list[str], code: str | None) -> None:
+        """Record the lines of one server reply; ``code`` belongs to the first."""
+        self._transcript.record_reply(self.server_id, self.session, lines, code)
 
 
 class LineSplitter:

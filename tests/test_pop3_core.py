@@ -477,13 +477,20 @@ def test_retr_of_bare_lf_message_is_sent_as_lines(store):
     assert all(b"\r" not in line and b"\n" not in line for line in reply.lines)
 
 
-def test_retr_marks_seen_and_top_does_not(store):
-    """RETR marks the message \\Seen in the store (IMAP sees it read); TOP does not."""
-    session = logged_in(store)
+def test_retr_marks_seen_at_quit_and_top_does_not(store):
+    """RETR marks the message \\Seen in the store (IMAP sees it read) when the session
+    ends with QUIT; TOP does not; a session cut off marks nothing."""
     first_uid, second_uid = uids(store)[:2]
+    dropped = logged_in(store)
+    say(dropped, "RETR 2")
+    dropped.connection_lost()
+    assert "\\Seen" not in store.get(ALICE, INBOX, second_uid).flags
+    session = logged_in(store)
     say(session, "TOP 1 1")
-    assert "\\Seen" not in store.get(ALICE, INBOX, first_uid).flags
     say(session, "RETR 2")
+    assert "\\Seen" not in store.get(ALICE, INBOX, second_uid).flags  # not before QUIT
+    say(session, "QUIT")
+    assert "\\Seen" not in store.get(ALICE, INBOX, first_uid).flags
     assert "\\Seen" in store.get(ALICE, INBOX, second_uid).flags
 
 

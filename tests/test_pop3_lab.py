@@ -145,15 +145,15 @@ def test_uidl_is_stable_across_sessions_and_restarts(tmp_path):
 
 def test_top_and_retr_mark_seen_differently(lab):
     """TOP n 1 gives the header and one body line and leaves the message unseen; RETR
-    marks it \\Seen in the store (what IMAP will show)."""
+    marks it \\Seen in the store (what IMAP will show) when the session QUITs."""
     put(lab, CAROL, "top me", body="line 1\r\nline 2\r\nline 3\r\n")
     client = pop(lab, CAROL)
     _, lines, _ = client.top(1, 1)
     assert lines[-2:] == [b"", b"line 1"]
     assert "\\Seen" not in lab.mailbox(CAROL)["flags"].item()
     client.retr(1)
+    client.quit()  # the marks are made at QUIT, with the deletions (UPDATE state)
     assert "\\Seen" in lab.mailbox(CAROL)["flags"].item()
-    client.quit()
 
 
 def test_dot_stuffing_on_the_wire(lab):

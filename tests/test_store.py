@@ -684,3 +684,13 @@ def test_messages_of_5000_is_served_from_the_cache_when_nothing_changed(
     (new / "9999999999.late").write_bytes(body)  # a change is still noticed
     assert store.messages(ALICE)[-1].uid == 5001
     assert calls["scandir"] > 0
+
+
+def test_add_flags_many_marks_every_message_and_skips_missing_uids(tmp_path: Path) -> None:
+    """add_flags_many flags several messages at once and ignores a UID that is gone."""
+    store = Store(tmp_path)
+    store.add_account("bulk@north.test")
+    uids = [store.deliver("bulk@north.test", b"Subject: %d\r\n\r\nx\r\n" % i).uid for i in range(3)]
+    changed = store.add_flags_many("bulk@north.test", "INBOX", [*uids, 999], ["\\Seen"])
+    assert [info.uid for info in changed] == uids
+    assert all("\\Seen" in info.flags for info in store.messages("bulk@north.test"))
