@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/run_all.py            # all four (about 1.5-2.5 minutes)
+    .venv/bin/python benchmarks/run_all.py            # all five (about 2.5-4 minutes)
     .venv/bin/python benchmarks/run_all.py latency    # only those whose name matches
 
 Each benchmark prints its figures, its same-run baseline and a PASS/FAIL line against
@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_latency  # noqa: E402
+import bench_pop3  # noqa: E402
 import bench_startup  # noqa: E402
 import bench_throughput  # noqa: E402
 import bench_transcript  # noqa: E402
@@ -33,6 +34,7 @@ BENCHMARKS = {
     "latency": bench_latency,
     "throughput": bench_throughput,
     "transcript": bench_transcript,
+    "pop3": bench_pop3,
 }
 
 
