@@ -495,8 +495,8 @@ class POP3Session:
         if not self.locks.acquire(address):
             raise POP3Error("maildrop already locked by another session", ResponseCode.IN_USE)
         try:
-            self._uidvalidity = self.store.uidvalidity(address, INBOX)
             self._messages = self.store.messages(address, INBOX)  # sorted by UID
+            self._uidvalidity = self.store.uidvalidity(address, INBOX)  # no second listing
             self._octets = sum(info.size for info in self._messages)
         except BaseException:
             self.locks.release(address)

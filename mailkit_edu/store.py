@@ -902,9 +902,12 @@ class Store:
         changed = []
         with self._lock(address):
             letters = self._letters(address, flags, register=True)
+            keywords = self._load_keywords(address)
             for uid in uids:
                 with contextlib.suppress(NoSuchMessage):
-                    info = self._change_letters(address, folder, uid, lambda old: old + letters)
+                    info = self._change_letters(
+                        address, folder, uid, lambda old: old + letters, keywords
+                    )
                     changed.append(info)
         return changed
 
@@ -1189,19 +1192,26 @@ class Store:
         return free[0]
 
     def _change_letters(
-        self, address: str, folder: str, uid: int, change: Callable[[str], str]
+        self,
+        address: str,
+        folder: str,
+        uid: int,
+        change: Callable[[str], str],
+        keywords: _Keywords | None = None,
     ) -> MessageInfo:
         """Rename the message into cur/ with new info letters (caller holds the lock)."""
+        if keywords is None:
+            keywords = self._load_keywords(address)
+        cur = self._folder_dir(address, folder) / "cur"
 
         def rename(info: MessageInfo) -> MessageInfo:
             key, old = _split_name(info.path.name)
             letters = "".join(sorted(set(change(old))))
-            path = info.path.parent.parent / "cur" / f"{key}{INFO_PREFIX}{letters}"
-            if path == info.path:
-                return info  # nothing changes (e.g. \Seen on a message already seen)
+            if letters == old and info.path.parent == cur:
+                return info  # nothing changes (e.g. \\Seen on a message already seen)
+            path = cur / f"{key}{INFO_PREFIX}{letters}"
             os.rename(info.path, path)
-            flags = self._load_keywords(address).flags_of(letters)
-            return dataclasses.replace(info, path=path, flags=flags)
+            return dataclasses.replace(info, path=path, flags=keywords.flags_of(letters))
 
         info = self._with_file(address, folder, uid, rename)
         index = self._indexes.get((address, folder)) or self._sync(address, folder, rescan=False)
