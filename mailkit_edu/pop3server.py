@@ -165,8 +165,27 @@ class _Connection:
         self.reader = reader
         self.writer = writer
         self.transcript = transcript
+        self.loop = asyncio.get_running_loop()
+        self.last_line = self.loop.time()  # for the autologout timer
 
     async def run(self) -> None:
+        watchdog = asyncio.get_running_loop().create_task(self.autologout())
+        try:
+            await self.converse()
+        finally:
+            watchdog.cancel()
+
+    async def autologout(self) -> None:
+        """RFC 1939 §3: close a connection idle for ``autologout`` seconds, without a
+        response and without entering UPDATE. One timer per connection, checked
+        against the time of the last line, rather than a new timeout per command."""
+        loop = asyncio.get_running_loop()
+        limit = self.server.settings.autologout
+        while (idle := loop.time() - self.last_line) < limit:
+            await asyncio.sleep(limit - idle)
+        self.writer.transport.abort()  # the read in converse() ends: nothing is deleted
+
+    async def converse(self) -> None:
         injected = self.server.faults.take("CONNECT")
         if injected is not None:
             await self.send(Response([injected.encode()]))
@@ -201,16 +220,14 @@ class _Connection:
     async def read_line(self) -> bytes | None:
         """The next command line, recorded in the transcript; None to hang up."""
         try:
-            async with asyncio.timeout(self.server.settings.autologout):
-                line = await self.reader.readuntil(b"\n")
-        except TimeoutError:
-            return None  # RFC 1939 §3: autologout, without a response
+            line = await self.reader.readuntil(b"\n")
         except asyncio.IncompleteReadError as error:
             if error.partial:
                 self.record_client(error.partial)
             return None
         except asyncio.LimitOverrunError:
             return await self.read_overlong_line()
+        self.last_line = self.loop.time()
         self.record_client(line)
         return line
 
@@ -224,9 +241,7 @@ class _Connection:
         total = 0
         while True:
             try:
-                piece = await asyncio.wait_for(
-                    self.reader.readuntil(b"\n"), self.server.settings.autologout
-                )
+                piece = await self.reader.readuntil(b"\n")
                 done = True
             except asyncio.LimitOverrunError as error:
                 piece = await self.reader.readexactly(error.consumed)

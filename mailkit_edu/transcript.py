@@ -141,7 +141,8 @@ class Transcript:
             return
         now = time.time_ns()
         n = len(lines)
-        lines = [clip(line) for line in lines]
+        if max(map(len, lines)) > MAX_RECORDED_LINE:  # rare: clip only then
+            lines = [clip(line) for line in lines]
         with self._lock:
             self._time.extend([now] * n)
             self._server.extend([server_id] * n)
