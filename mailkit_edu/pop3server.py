@@ -22,7 +22,6 @@ This module must not import ipywidgets or the lab.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import ssl
@@ -34,7 +33,7 @@ from .pop3 import MaildropLocks, POP3Session, Response
 from .store import Store
 from .transcript import SessionLog, Transcript, clip, decode_line
 
-__all__ = ["AUTOLOGOUT", "POP3Server", "POP3Settings"]
+__all__ = ["AUTOLOGOUT", "POP3Connection", "POP3Server", "POP3Settings"]
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +89,8 @@ class POP3Server:
         self.faults = Faults()
         #: One lock per maildrop, shared by every session of this server (RFC 1939 §8).
         self.locks = MaildropLocks()
+        self.connections: set[POP3Connection] = set()
         self._server: asyncio.base_events.Server | None = None
-        self._connections: dict[asyncio.Task, asyncio.StreamWriter] = {}
 
     @property
     def running(self) -> bool:
@@ -100,9 +99,8 @@ class POP3Server:
     async def start(self) -> None:
         if self._server is not None:
             return
-        self._server = await asyncio.start_server(
-            self._serve, self.host, self.port, limit=READ_LIMIT
-        )
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: POP3Connection(self), self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -110,101 +108,129 @@ class POP3Server:
         if server is None:
             return
         server.close()
-        for writer in list(self._connections.values()):
-            writer.close()
-        await asyncio.gather(*self._connections, return_exceptions=True)
+        for connection in list(self.connections):
+            connection.close()
         await server.wait_closed()
 
-    # -- one connection -----------------------------------------------------------
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections[task] = writer
-        transcript = self.transcript.open_session(self.server_id)
-        sock = writer.get_extra_info("socket")
+class POP3Connection(asyncio.Protocol):
+    """One POP3 connection: bytes in, lines to the core, its responses out.
+
+    Lines are handled as they arrive, in ``data_received``, without a coroutine per
+    command; only the two steps that must wait (the pause after a wrong password,
+    and the TLS handshake after STLS) run as a task, and input waits meanwhile.
+    """
+
+    def __init__(self, server: POP3Server) -> None:
+        self.server = server
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.long_line: bytes | None = None  # the start of a line past READ_LIMIT
+        self.long_dropped = 0
+        self.waiting = False  # a delay, a handshake or a full send buffer: input waits
+        self.last_line = self.loop.time()
+        self.session = POP3Session(
+            server.store,
+            server.passwords,
+            hostname=server.name,
+            locks=server.locks,
+            require_tls=server.settings.require_tls,
+            tls_available=server.tls_context is not None,
+        )
+        self.transcript: SessionLog = server.transcript.open_session(server.server_id)
+        self.watchdog: asyncio.Task | None = None
+
+    # -- the connection's life --------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        session = POP3Session(
-            self.store,
-            self.passwords,
-            hostname=self.name,
-            locks=self.locks,
-            require_tls=self.settings.require_tls,
-            tls_available=self.tls_context is not None,
-        )
-        connection = _Connection(self, session, reader, writer, transcript)
-        try:
-            await connection.run()
-        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
-            pass  # the client went away: nothing to answer
-        except Exception:
-            log.exception("unexpected error in a POP3 connection of %s", self.name)
-        finally:
-            if not session.closed:
-                session.connection_lost()  # no QUIT: RFC 1939 §6, nothing is deleted
-            self._connections.pop(task, None)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+        self.server.connections.add(self)
+        self.watchdog = self.loop.create_task(self.autologout())
+        injected = self.server.faults.take("CONNECT")
+        if injected is None:
+            self.send(self.session.greeting())
+        else:
+            self.send(Response([injected.encode()], close=injected.startswith("-ERR")))
 
+    def connection_lost(self, error: Exception | None) -> None:
+        if self.buffer:
+            self.record_client(bytes(self.buffer))  # a last line without CRLF
+            self.buffer.clear()
+        if not self.session.closed:
+            self.session.connection_lost()  # no QUIT: RFC 1939 §6, nothing is deleted
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+        self.server.connections.discard(self)
+        self.transport = None
 
-class _Connection:
-    """The read-process-write loop of one POP3 connection."""
-
-    def __init__(
-        self,
-        server: POP3Server,
-        session: POP3Session,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        transcript: SessionLog,
-    ) -> None:
-        self.server = server
-        self.session = session
-        self.reader = reader
-        self.writer = writer
-        self.transcript = transcript
-        self.loop = asyncio.get_running_loop()
-        self.last_line = self.loop.time()  # for the autologout timer
-
-    async def run(self) -> None:
-        watchdog = asyncio.get_running_loop().create_task(self.autologout())
-        try:
-            await self.converse()
-        finally:
-            watchdog.cancel()
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
     async def autologout(self) -> None:
         """RFC 1939 §3: close a connection idle for ``autologout`` seconds, without a
         response and without entering UPDATE. One timer per connection, checked
         against the time of the last line, rather than a new timeout per command."""
-        loop = asyncio.get_running_loop()
         limit = self.server.settings.autologout
-        while (idle := loop.time() - self.last_line) < limit:
+        while (idle := self.loop.time() - self.last_line) < limit:
             await asyncio.sleep(limit - idle)
-        self.writer.transport.abort()  # the read in converse() ends: nothing is deleted
+        if self.transport is not None:
+            self.transport.abort()
 
-    async def converse(self) -> None:
-        injected = self.server.faults.take("CONNECT")
-        if injected is not None:
-            await self.send(Response([injected.encode()]))
-            if injected.startswith("-ERR"):
-                return
-        else:
-            await self.send(self.session.greeting())
-        while not self.session.closed:
-            line = await self.read_line()
+    # -- the read point ----------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self.process()
+
+    def process(self) -> None:
+        """Answer every complete line in the buffer, in order, until one must wait."""
+        while not self.waiting and self.transport is not None and not self.session.closed:
+            line = self.next_line()
             if line is None:
-                return  # end of stream, autologout, or an abusive line
-            response = self.answer(line)
-            if response.failed_login and self.server.settings.auth_failure_delay > 0:
-                await asyncio.sleep(self.server.settings.auth_failure_delay)
-            await self.send(response)
-            if response.start_tls:
-                await self.start_tls()
-            if response.close:
                 return
+            response = self.answer(line)
+            if response.failed_login or response.start_tls:
+                self.waiting = True
+                self.loop.create_task(self.answer_later(response))
+                return
+            self.send(response)
+
+    def next_line(self) -> bytes | None:
+        """The next complete line (recorded in the transcript), or None for now.
+
+        A line longer than READ_LIMIT is not kept: its first READ_LIMIT octets go to
+        the core (which answers -ERR: RFC 2449 §4 allows 255), the rest is dropped as
+        it arrives; past ABUSIVE_LINE octets the connection is closed.
+        """
+        end = self.buffer.find(b"\n")
+        if end < 0:
+            if len(self.buffer) > READ_LIMIT:
+                if self.long_line is None:
+                    self.long_line = bytes(self.buffer[:READ_LIMIT])
+                    self.long_dropped = len(self.buffer) - READ_LIMIT
+                else:
+                    self.long_dropped += len(self.buffer)
+                self.buffer.clear()
+                if self.long_dropped > ABUSIVE_LINE:
+                    self.record_client(self.long_line, extra=self.long_dropped)
+                    self.send(Response([b"-ERR line far too long, closing"], close=True))
+            return None
+        line = bytes(self.buffer[: end + 1])
+        del self.buffer[: end + 1]
+        self.last_line = self.loop.time()
+        if self.long_line is not None:
+            extra = self.long_dropped + len(line)
+            line, self.long_line = self.long_line, None
+            self.record_client(line, extra=extra)
+            return line
+        self.record_client(line)
+        return line
 
     def answer(self, line: bytes) -> Response:
         """The core's answer to ``line``, or the reply ``lab.inject`` put in its place."""
@@ -215,47 +241,19 @@ class _Connection:
                 return Response([injected.encode()])
         return self.session.receive_line(line)
 
-    # -- the read point ------------------------------------------------------------
-
-    async def read_line(self) -> bytes | None:
-        """The next command line, recorded in the transcript; None to hang up."""
+    async def answer_later(self, response: Response) -> None:
+        """The answers that wait: a wrong password, and STLS (RFC 2595 §4)."""
         try:
-            line = await self.reader.readuntil(b"\n")
-        except asyncio.IncompleteReadError as error:
-            if error.partial:
-                self.record_client(error.partial)
-            return None
-        except asyncio.LimitOverrunError:
-            return await self.read_overlong_line()
-        self.last_line = self.loop.time()
-        self.record_client(line)
-        return line
-
-    async def read_overlong_line(self) -> bytes | None:
-        """Read a line longer than READ_LIMIT in pieces; keep only its start.
-
-        The core then answers -ERR (the line is over RFC 2449's 255 octets). A line
-        that goes on past ABUSIVE_LINE octets closes the connection.
-        """
-        start = b""
-        total = 0
-        while True:
-            try:
-                piece = await self.reader.readuntil(b"\n")
-                done = True
-            except asyncio.LimitOverrunError as error:
-                piece = await self.reader.readexactly(error.consumed)
-                done = False
-            if len(start) < READ_LIMIT:
-                start += piece[: READ_LIMIT - len(start)]
-            total += len(piece)
-            if done:
-                self.record_client(start, extra=total - len(start))
-                return start
-            if total > ABUSIVE_LINE:
-                self.record_client(start, extra=total - len(start))
-                await self.send(Response([b"-ERR line far too long, closing"], close=True))
-                return None
+            if response.failed_login and self.server.settings.auth_failure_delay > 0:
+                await asyncio.sleep(self.server.settings.auth_failure_delay)
+            self.send(response)
+            if response.start_tls and self.transport is not None:
+                await self.start_tls()
+        except (ConnectionError, ssl.SSLError, OSError):
+            self.close()
+            return
+        self.waiting = False
+        self.process()
 
     def record_client(self, raw: bytes, extra: int = 0) -> None:
         text = decode_line(raw)
@@ -278,29 +276,39 @@ class _Connection:
             return " ".join(text.split()[:2]) + " ********"
         return text
 
-    # -- the write point -----------------------------------------------------------
+    # -- the write point ----------------------------------------------------------------
 
-    async def send(self, response: Response) -> None:
+    def send(self, response: Response) -> None:
         lines = response.lines
-        if not lines:
-            return
-        first = lines[0]
-        code = "+OK" if first.startswith(b"+OK") else "-ERR" if first.startswith(b"-ERR") else "+"
-        data = b"\r\n".join(lines)
-        # One decode for the whole reply (a RETR is dozens of lines); no line holds CRLF.
-        self.transcript.reply(data.decode("utf-8", "backslashreplace").split("\r\n"), code)
-        self.writer.write(data + b"\r\n")
-        await self.writer.drain()
+        if lines and self.transport is not None:
+            first = lines[0]
+            code = (
+                "+OK" if first.startswith(b"+OK") else "-ERR" if first.startswith(b"-ERR") else "+"
+            )
+            data = b"\r\n".join(lines)
+            # One decode for the whole reply (a RETR is dozens of lines); no line holds CRLF.
+            self.transcript.reply(data.decode("utf-8", "backslashreplace").split("\r\n"), code)
+            self.transport.write(data + b"\r\n")
+        if response.close:
+            self.close()
+
+    def pause_writing(self) -> None:
+        self.waiting = True  # the client reads slowly: stop answering until it catches up
+
+    def resume_writing(self) -> None:
+        self.waiting = False
+        self.process()
 
     async def start_tls(self) -> None:
         """RFC 2595 §4: the TLS handshake right after "+OK Begin TLS negotiation"."""
-        assert self.server.tls_context is not None
+        assert self.server.tls_context is not None and self.transport is not None
         # Bytes the client sent after STLS but before the handshake are plaintext that
         # a man in the middle could have injected: throw them away (RFC 2595 §4, as
         # RFC 3207 §4.2 says for SMTP), but show them in the transcript.
-        early = bytes(self.reader._buffer)  # asyncio has no public way to peek here
-        self.reader._buffer.clear()
-        for line in early.splitlines():
+        for line in bytes(self.buffer).splitlines():
             self.transcript.client(f"{decode_line(line)} [discarded: sent before TLS]")
-        await self.writer.start_tls(self.server.tls_context)
+        self.buffer.clear()
+        self.transport = await self.loop.start_tls(
+            self.transport, self, self.server.tls_context, server_side=True
+        )
         self.session.tls_started()
