@@ -268,14 +268,19 @@ class Rule:
     states: frozenset[State]
     whole_line: bool = False  # the argument is the rest of the line, spaces and all
 
+    @functools.cached_property
+    def arity(self) -> tuple[int, int]:
+        """(fewest, most) arguments the syntax line allows ("[...]" is optional)."""
+        placeholders = self.syntax.split()[1:]
+        return sum(1 for word in placeholders if not word.startswith("[")), len(placeholders)
+
     def accepts(self, arg: str) -> bool:
         """True if ``arg`` has as many space-separated words as the syntax line allows."""
         if self.whole_line:
             return arg != ""
-        placeholders = self.syntax.split()[1:]
-        required = sum(1 for word in placeholders if not word.startswith("["))
+        fewest, most = self.arity
         words = arg.split(" ") if arg else []
-        return required <= len(words) <= len(placeholders) and "" not in words
+        return fewest <= len(words) <= most and "" not in words
 
 
 def command(syntax: str, *states: State, whole_line: bool = False) -> Callable:

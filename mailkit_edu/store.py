@@ -895,7 +895,10 @@ class Store:
         self, address: str, folder: str, uids: Iterable[int], flags: Iterable[str]
     ) -> list[MessageInfo]:
         """:meth:`add_flags` for many messages under one lock (POP3 marks every message
-        it retrieved \\Seen at QUIT). UIDs that are no longer there are skipped."""
+        it retrieved \\Seen at QUIT). UIDs that are no longer there are skipped.
+
+        A tight loop over the index: one rename per message and no other system call,
+        unless a file turns out to have moved (then that one goes the long way)."""
         flags = list(flags)
         _check_flag_collection(flags)
         address, folder = self._account(address), normalize_folder(folder)
@@ -903,12 +906,30 @@ class Store:
         with self._lock(address):
             letters = self._letters(address, flags, register=True)
             keywords = self._load_keywords(address)
+            index = self._sync(address, folder, rescan=False)
+            cur = self._folder_dir(address, folder) / "cur"
             for uid in uids:
-                with contextlib.suppress(NoSuchMessage):
+                info = index.by_uid.get(uid)
+                if info is not None:
+                    key, old = _split_name(info.path.name)
+                    new = "".join(sorted(set(old + letters)))
+                    if new == old and info.path.parent == cur:
+                        changed.append(info)
+                        continue
+                    path = cur / f"{key}{INFO_PREFIX}{new}"
+                    with contextlib.suppress(FileNotFoundError):
+                        os.rename(info.path, path)
+                        info = dataclasses.replace(info, path=path, flags=keywords.flags_of(new))
+                        index.by_uid[uid] = info
+                        changed.append(info)
+                        continue
+                with contextlib.suppress(NoSuchMessage):  # the long way: look again
                     info = self._change_letters(
                         address, folder, uid, lambda old: old + letters, keywords
                     )
                     changed.append(info)
+                index = self._sync(address, folder, rescan=False)  # may be a new index now
+            index.sorted_messages = None
         return changed
 
     def remove_flags(
