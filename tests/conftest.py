@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import shutil
 import socket
+import subprocess
 import sys
 import threading
 
@@ -58,3 +60,16 @@ def fresh_lab():
 
 def lab_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("mailkit-lab-")]
+
+
+def need(tool: str) -> str:
+    """The path of a third-party client, or skip the test (bash .ci/run installs them)."""
+    path = shutil.which(tool)
+    if path is None:
+        pytest.skip(f"{tool} is not installed (bash .ci/run installs it)")
+    return path
+
+
+def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """Run a client with a time limit, capturing its output as text."""
+    return subprocess.run(args, capture_output=True, text=True, timeout=60, **kwargs)

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-
 import pytest
 
+from .conftest import need, run
 from .test_smtp_lab import ALICE, CAROL, password, wait_for_subject
 
 pytestmark = pytest.mark.clients
-
-
-def need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.skip(f"{tool} is not installed (bash .ci/run installs it)")
-    return path
-
-
-def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(args, capture_output=True, text=True, timeout=60, **kwargs)
 
 
 def test_curl_submits_through_the_msa(lab, tmp_path):

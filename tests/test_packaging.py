@@ -56,6 +56,7 @@ LAYERS = {
     "relay": {"dnsserver", "store"},
     "smtp": {"faults", "relay", "transcript"},
     "pop3": {"store"},
+    "imapparse": set(),
     "pop3server": {"faults", "pop3", "store", "transcript"},
     "lab": {"config", "dnsserver", "pop3server", "relay", "smtp", "store", "tls", "transcript"},
     "cli": {"lab", "__init__"},

@@ -5,15 +5,13 @@ from __future__ import annotations
 import base64
 import os
 import poplib
-import shutil
 import ssl
-import subprocess
 
 import pytest
 
 import mailkit_edu as mk
 
-from .conftest import FAST
+from .conftest import FAST, need, run
 from .test_relay_lab import wait_until
 from .test_smtp_lab import ALICE, CAROL, Raw, message, submit, wait_for_subject
 
@@ -279,17 +277,6 @@ def test_autologout_closes_quietly_and_deletes_nothing():
 
 
 # -- third-party clients ----------------------------------------------------------------
-
-
-def need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.skip(f"{tool} is not installed (bash .ci/run installs it)")
-    return path
-
-
-def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(args, capture_output=True, text=True, timeout=60, **kwargs)
 
 
 @pytest.mark.clients
