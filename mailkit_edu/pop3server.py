@@ -28,7 +28,7 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .faults import Faults
+from .listener import Listener
 from .pop3 import MaildropLocks, POP3Session, Response
 from .store import Store
 from .transcript import SessionLog, Transcript, clip, decode_line
@@ -57,7 +57,7 @@ class POP3Settings:
     autologout: float = AUTOLOGOUT
 
 
-class POP3Server:
+class POP3Server(Listener):
     """One POP3 listener of the lab, for one domain's accounts, on the lab's loop."""
 
     role = "pop3"
@@ -76,41 +76,22 @@ class POP3Server:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        self.name = name
-        self.domain = domain
+        super().__init__(
+            name=name,
+            domain=domain,
+            transcript=transcript,
+            tls_context=tls_context,
+            host=host,
+            port=port,
+        )
         self.store = store
         self.passwords = passwords
-        self.transcript = transcript
-        self.server_id = transcript.register_server(name, self.role, self.protocol)
         self.settings = settings
-        self.tls_context = tls_context
-        self.host = host
-        self.port = port
-        self.faults = Faults()
         #: One lock per maildrop, shared by every session of this server (RFC 1939 §8).
         self.locks = MaildropLocks()
-        self.connections: set[POP3Connection] = set()
-        self._server: asyncio.base_events.Server | None = None
 
-    @property
-    def running(self) -> bool:
-        return self._server is not None
-
-    async def start(self) -> None:
-        if self._server is not None:
-            return
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: POP3Connection(self), self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.close()
-        for connection in list(self.connections):
-            connection.close()
-        await server.wait_closed()
+    def new_connection(self) -> POP3Connection:
+        return POP3Connection(self)
 
 
 class POP3Connection(asyncio.Protocol):
@@ -168,7 +149,8 @@ class POP3Connection(asyncio.Protocol):
         self.server.connections.discard(self)
         self.transport = None
 
-    def close(self) -> None:
+    def hang_up(self) -> None:
+        """Close the connection (after QUIT, on abuse, or when the lab stops this server)."""
         if self.transport is not None:
             self.transport.close()
 
@@ -250,7 +232,7 @@ class POP3Connection(asyncio.Protocol):
             if response.start_tls and self.transport is not None:
                 await self.start_tls()
         except (ConnectionError, ssl.SSLError, OSError):
-            self.close()
+            self.hang_up()
             return
         self.waiting = False
         self.process()
@@ -290,7 +272,7 @@ class POP3Connection(asyncio.Protocol):
             self.transcript.reply(data.decode("utf-8", "backslashreplace").split("\r\n"), code)
             self.transport.write(data + b"\r\n")
         if response.close:
-            self.close()
+            self.hang_up()
 
     def pause_writing(self) -> None:
         self.waiting = True  # the client reads slowly: stop answering until it catches up

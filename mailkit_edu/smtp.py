@@ -53,7 +53,7 @@ from aiosmtpd.smtp import (
     syntax,
 )
 
-from .faults import Faults
+from .listener import Listener
 from .relay import new_queue_id
 from .transcript import LineSplitter, SessionLog, Transcript
 
@@ -251,7 +251,7 @@ class LabSMTP(SMTP):
             if injected is not None:
                 await self._send(injected)
                 if injected[:1] in ("4", "5"):
-                    self._close()
+                    self.hang_up()
                 return
         if self.session is not None and self.session.extended_smtp and not self._in_helo:
             line = with_enhanced_code(line)
@@ -282,7 +282,8 @@ class LabSMTP(SMTP):
         """True when the client has already sent its next command (PIPELINING)."""
         return b"\n" in self._reader._buffer  # aiosmtpd reads the same private buffer
 
-    def _close(self) -> None:
+    def hang_up(self) -> None:
+        """Close the connection (a 421, or the lab stopping this server)."""
         if self.transport is not None:
             self.transport.close()
 
@@ -292,7 +293,7 @@ class LabSMTP(SMTP):
         """Send a reply injected with ``lab.inject`` instead of running the verb."""
         await self.push(reply)
         if reply.startswith("421"):  # RFC 5321 §3.8: 421 closes the channel
-            self._close()
+            self.hang_up()
 
     @syntax("EHLO hostname")
     async def smtp_EHLO(self, hostname: str) -> None:
@@ -720,7 +721,7 @@ class InboundHandler(_LabHandler):
 # -- the listener ---------------------------------------------------------------------
 
 
-class SMTPServer:
+class SMTPServer(Listener):
     """One SMTP listener of the lab (an MSA or an MX) on the lab's loop.
 
     ``start()`` binds 127.0.0.1 (port 0 lets the OS choose); ``stop()`` closes the
@@ -745,40 +746,17 @@ class SMTPServer:
     ) -> None:
         if role not in ("msa", "mx"):
             raise ValueError(f"an SMTP server is an 'msa' or an 'mx', not {role!r}")
-        self.name = name
-        self.domain = domain
         self.role = role
         self.handler = handler
-        self.transcript = transcript
-        self.server_id = transcript.register_server(name, role, self.protocol)
         self.settings = settings
-        self.tls_context = tls_context
-        self.host = host
-        self.port = port
-        self.faults = Faults()
-        self.connections: set[LabSMTP] = set()
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._server: asyncio.base_events.Server | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._server is not None
-
-    async def start(self) -> None:
-        if self._server is not None:
-            return
-        self.loop = asyncio.get_running_loop()
-        self._server = await self.loop.create_server(
-            lambda: LabSMTP(self), host=self.host, port=self.port
+        super().__init__(
+            name=name,
+            domain=domain,
+            transcript=transcript,
+            tls_context=tls_context,
+            host=host,
+            port=port,
         )
-        self.port = self._server.sockets[0].getsockname()[1]
 
-    async def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.close()
-        for connection in list(self.connections):
-            if connection.transport is not None:
-                connection.transport.close()
-        await server.wait_closed()
+    def new_connection(self) -> LabSMTP:
+        return LabSMTP(self)

@@ -54,10 +54,11 @@ LAYERS = {
     "tls": set(),
     "dnsserver": {"transcript"},
     "relay": {"dnsserver", "store"},
-    "smtp": {"faults", "relay", "transcript"},
+    "listener": {"faults", "transcript"},
+    "smtp": {"listener", "relay", "transcript"},
     "pop3": {"store"},
     "imapparse": set(),
-    "pop3server": {"faults", "pop3", "store", "transcript"},
+    "pop3server": {"listener", "pop3", "store", "transcript"},
     "lab": {"config", "dnsserver", "pop3server", "relay", "smtp", "store", "tls", "transcript"},
     "cli": {"lab", "__init__"},
 }
