@@ -163,8 +163,7 @@ class Lab:
             raise LabError(f"cannot keep the lab's mail in {self.path}: {error}") from error
         self._passwords = {a.address: a.password for d in self.domains for a in d.accounts}
         self._build_zone()
-        hostnames = [f"{role}.{d.name}" for d in self.domains for role in MAIL_HOSTS]
-        self.ca = LabCA(hostnames + [d.name for d in self.domains], self.path / "tls")
+        self.ca = LabCA(self.path / "tls")
 
     def _run_loop(self) -> None:
         loop = self._loop
@@ -200,7 +199,6 @@ class Lab:
             retry_schedule=retry_schedule,
             queue_lifetime=queue_lifetime,
         )
-        tls_context = self.ca.server_context()
         loop = asyncio.get_running_loop()
         for domain in self.domains:
             msa_name, mx_name = f"msa.{domain.name}", f"mx.{domain.name}"
@@ -219,7 +217,7 @@ class Lab:
                 handler=SubmissionHandler(msa_name, self._passwords, enqueue),
                 transcript=self.transcript_log,
                 settings=self.settings,
-                tls_context=tls_context,
+                tls_context=self.ca.server_context(msa_name),
                 host=LOOPBACK,
             )
             self._servers[mx_name] = SMTPServer(
@@ -229,7 +227,7 @@ class Lab:
                 handler=InboundHandler(mx_name, domain.name, lambda a=addresses: a, deliver),
                 transcript=self.transcript_log,
                 settings=self.settings,
-                tls_context=tls_context,
+                tls_context=self.ca.server_context(mx_name),
                 host=LOOPBACK,
             )
             pop3_name = f"pop3.{domain.name}"
@@ -240,7 +238,7 @@ class Lab:
                 passwords={a.address: a.password for a in domain.accounts},
                 transcript=self.transcript_log,
                 settings=self.pop3_settings,
-                tls_context=tls_context,
+                tls_context=self.ca.server_context(pop3_name),
                 host=LOOPBACK,
             )
         for server in self._servers.values():

@@ -346,3 +346,26 @@ def test_injected_greeting(lab):
     with pytest.raises(poplib.error_proto, match="maintenance"):
         poplib.POP3("127.0.0.1", lab.port("pop3.south.test"), timeout=10)
     pop(lab, CAROL).quit()  # once only
+
+
+@pytest.mark.clients
+def test_fetchmail_over_stls_checks_the_lab_certificate(lab, tmp_path):
+    """fetchmail upgrades with STLS, verifies the server certificate against the lab CA
+    (its common name is the server's host name), and fetches the mail."""
+    fetchmail = need("fetchmail")
+    put(lab, CAROL, "over tls")
+    out = tmp_path / "out.mbox"
+    rc = tmp_path / "fetchmailrc"
+    rc.write_text(
+        f"poll 127.0.0.1 service {lab.port('pop3.south.test')} protocol POP3 "
+        f'user "{CAROL}" password "{lab.account(CAROL).password}" is "carol" keep '
+        f'sslcertfile "{lab.ca_file}" sslcertck sslcommonname "pop3.south.test" '
+        f'mda "cat >> {out}"\n'
+    )
+    os.chmod(rc, 0o600)
+    env = {**os.environ, "HOME": str(tmp_path), "FETCHMAILHOME": str(tmp_path)}
+    result = run([fetchmail, "-f", str(rc), "--nodetach", "--nosyslog"], env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Subject: over tls" in out.read_text()
+    commands = lab.transcript(server="pop3.south.test")["command"].dropna().tolist()
+    assert "STLS" in commands and commands.index("STLS") < commands.index("USER")
