@@ -7,7 +7,8 @@ Role
     octets of ``BODY[section]<partial>``, the size. Nothing here knows about sessions,
     mailboxes or flags. ::
 
-        >>> view = MessageView(b"From: Bob <bob@north.test>\\r\\nSubject: hi\\r\\n\\r\\nHello\\r\\n")
+        >>> view = MessageView(b"From: Bob <bob@north.test>\\r\\n"
+        ...                    b"Subject: hi\\r\\n\\r\\nHello\\r\\n")
         >>> view.size
         50
         >>> view.bodystructure()
@@ -72,7 +73,6 @@ code on the standard library, and it knows nothing of the store or of sessions.
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime
 import email.errors
 import email.header
@@ -85,17 +85,27 @@ from dataclasses import dataclass, field
 
 from .imapparse import Section
 
-__all__ = ["MAX_MIME_DEPTH", "MessageView", "fetch_date", "literal", "nstring"]
+__all__ = [
+    "MAX_MIME_DEPTH",
+    "MessageView",
+    "crlf_normalise",
+    "fetch_date",
+    "literal",
+    "nstring",
+]
+
+#: A Content-Type as (maintype, subtype, parameters): ("text", "plain", (("charset", "utf-8"),)).
+MediaType = tuple[str, str, tuple[tuple[str, str], ...]]
 
 #: How deep multiparts and message/rfc822 parts may nest before the rest is read as text.
 #: RFC 3501 sets no limit; Dovecot stops at 100 too. It keeps recursion bounded.
 MAX_MIME_DEPTH = 100
 
 #: RFC 2045 §5.2: what a part without a (valid) Content-Type is.
-DEFAULT_TYPE = ("text", "plain", (("charset", "US-ASCII"),))
+DEFAULT_TYPE: MediaType = ("text", "plain", (("charset", "US-ASCII"),))
 
 #: RFC 2046 §5.1.5: inside multipart/digest, a part without Content-Type is a message.
-DIGEST_DEFAULT_TYPE = ("message", "rfc822", ())
+DIGEST_DEFAULT_TYPE: MediaType = ("message", "rfc822", ())
 
 #: RFC 2045 §6.1: the encoding of a part without Content-Transfer-Encoding.
 DEFAULT_ENCODING = "7BIT"
@@ -207,7 +217,10 @@ def _first_value(fields: list[tuple[str, bytes]], name: str) -> bytes | None:
 
 
 def _split_params(value: str) -> tuple[str, list[tuple[str, str]]]:
-    """``type/sub; a=1; b="x;y"`` -> ``("type/sub", [("a", "1"), ("b", "x;y")])`` (RFC 2045 §5.1)."""
+    """Split a value with parameters (RFC 2045 §5.1).
+
+    ``type/sub; a=1; b="x;y"`` gives ``("type/sub", [("a", "1"), ("b", "x;y")])``.
+    """
     chunks: list[str] = []
     current: list[str] = []
     quoted = escaped = False
@@ -253,13 +266,15 @@ class _Part:
     message: _Part | None = None  # of a message/rfc822 part
 
     def value(self, name: str) -> bytes | None:
+        """The unfolded value of the first field ``name`` (upper-case), or None."""
         return _first_value(self.fields, name)
 
     def param(self, name: str) -> str | None:
+        """The value of the Content-Type parameter ``name`` (lower-case), or None."""
         return next((v for n, v in self.params if n.lower() == name), None)
 
 
-def _content_type(value: bytes | None, default: tuple) -> tuple[str, str, tuple]:
+def _content_type(value: bytes | None, default: MediaType) -> MediaType:
     """(maintype, subtype, params) of a Content-Type value; ``default`` if absent or invalid."""
     if value is None:
         return default
@@ -277,9 +292,7 @@ def _split_multipart(body: bytes, boundary: bytes) -> list[bytes] | None:
     it belongs to the delimiter, not to the part. ``--boundary--`` ends the parts. A
     missing close delimiter is tolerated: the last part then runs to the end.
     """
-    delimiter = re.compile(
-        rb"(?:\A|\r\n)--" + re.escape(boundary) + rb"(--)?[ \t]*(?=\r\n|\Z)"
-    )
+    delimiter = re.compile(rb"(?:\A|\r\n)--" + re.escape(boundary) + rb"(--)?[ \t]*(?=\r\n|\Z)")
     parts: list[bytes] = []
     start: int | None = None
     for match in delimiter.finditer(body):
@@ -294,7 +307,7 @@ def _split_multipart(body: bytes, boundary: bytes) -> list[bytes] | None:
     return parts or None
 
 
-def _parse_entity(data: bytes, default: tuple, depth: int = 0) -> _Part:
+def _parse_entity(data: bytes, default: MediaType, depth: int = 0) -> _Part:
     """Parse one entity and, recursively, the parts inside it. Never raises."""
     header, body = _split_header(data)
     fields = _header_fields(header)
@@ -597,11 +610,10 @@ def _decode_body(part: _Part) -> str:
     data = part.body
     if encoding == b"base64":
         alphabet = re.sub(rb"[^A-Za-z0-9+/]", b"", data)
-        alphabet = alphabet[: len(alphabet) - len(alphabet) % 4]
-        try:
-            data = base64.b64decode(alphabet)
-        except binascii.Error:
-            pass
+        if len(alphabet) % 4 == 1:  # one stray character cannot be decoded: drop it
+            alphabet = alphabet[:-1]
+        alphabet += b"=" * (-len(alphabet) % 4)  # the padding we removed, or that was missing
+        data = base64.b64decode(alphabet)  # cannot fail now: only the alphabet, padded
     elif encoding == b"quoted-printable":
         data = quopri.decodestring(data)
     charset = part.param("charset") or "us-ascii"

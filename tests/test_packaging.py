@@ -58,6 +58,7 @@ LAYERS = {
     "smtp": {"listener", "relay", "transcript"},
     "pop3": {"store"},
     "imapparse": set(),
+    "imapmessage": {"imapparse"},
     "pop3server": {"listener", "pop3", "store", "transcript"},
     "lab": {"config", "dnsserver", "pop3server", "relay", "smtp", "store", "tls", "transcript"},
     "cli": {"lab", "__init__"},
