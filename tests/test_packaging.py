@@ -59,6 +59,7 @@ LAYERS = {
     "pop3": {"store"},
     "imapparse": set(),
     "imapmessage": {"imapparse"},
+    "imapmailboxes": {"imapparse", "store"},
     "pop3server": {"listener", "pop3", "store", "transcript"},
     "lab": {"config", "dnsserver", "pop3server", "relay", "smtp", "store", "tls", "transcript"},
     "cli": {"lab", "__init__"},
