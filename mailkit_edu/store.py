@@ -649,6 +649,7 @@ class Store:
         # Path arithmetic showed up in profiles of POP3 RETR loops: remember it.
         self._accounts: dict[str, str] = {}  # address as given -> normalised, checked once
         self._dirs: dict[tuple[str, str], Path] = {}
+        self._locks: dict[str, threading.RLock] = {}  # this Store's view of _ACCOUNT_LOCKS
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
@@ -1095,8 +1096,14 @@ class Store:
     # ------------------------------------------------------------------ internals: places
 
     def _lock(self, address: str) -> threading.RLock:
-        with _ACCOUNT_LOCKS_GUARD:
-            return _ACCOUNT_LOCKS.setdefault((str(self.root), address), threading.RLock())
+        lock = self._locks.get(address)  # the usual case: no global lock, no new RLock
+        if lock is None:
+            with _ACCOUNT_LOCKS_GUARD:
+                lock = _ACCOUNT_LOCKS.get((str(self.root), address))
+                if lock is None:
+                    lock = _ACCOUNT_LOCKS[(str(self.root), address)] = threading.RLock()
+            self._locks[address] = lock
+        return lock
 
     def _maildir(self, address: str) -> Path:
         return self._folder_dir(address, INBOX)
