@@ -430,6 +430,21 @@ def fsync_directory(directory: Path) -> None:
         os.close(descriptor)
 
 
+def _read_file(path: Path, size: int) -> bytes:
+    """The whole file, in one ``read`` when ``size`` (from the index) is right."""
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        data = os.read(descriptor, size + 1)  # a short read of a regular file means its end
+        if len(data) <= size:
+            return data
+        chunks = [data]
+        while chunk := os.read(descriptor, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(descriptor)
+
+
 def _fsync_file(path: Path) -> None:
     descriptor = os.open(path, os.O_WRONLY)
     try:
@@ -869,7 +884,7 @@ class Store:
     def read(self, address: str, folder: str, uid: int) -> bytes:
         """The message's bytes, exactly as they are in the file."""
         address, folder = self._account(address), normalize_folder(folder)
-        return self._with_file(address, folder, uid, lambda info: info.path.read_bytes())
+        return self._with_file(address, folder, uid, lambda info: _read_file(info.path, info.size))
 
     def set_flags(self, address: str, folder: str, uid: int, flags: Iterable[str]) -> MessageInfo:
         """Replace the message's flags (IMAP ``STORE FLAGS``, RFC 3501 section 6.4.6).
