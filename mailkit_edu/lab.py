@@ -25,6 +25,7 @@ import asyncio
 import atexit
 import contextlib
 import itertools
+import logging
 import shutil
 import tempfile
 import threading
@@ -60,6 +61,8 @@ __all__ = ["Lab", "LabError", "start_lab"]
 STARTUP_TIMEOUT = 15.0
 #: Seconds ``stop`` waits for servers and connections to close.
 SHUTDOWN_TIMEOUT = 10.0
+#: Seconds one server may take to close its listener and connections.
+SERVER_STOP_TIMEOUT = 5.0
 LOOPBACK = "127.0.0.1"
 #: The servers each mail domain runs, by host name: <role>.<domain>.
 MAIL_HOSTS = ("msa", "mx", "pop3")
@@ -67,6 +70,7 @@ MAIL_HOSTS = ("msa", "mx", "pop3")
 IO_THREADS = 2
 
 _lab_numbers = itertools.count(1)
+log = logging.getLogger(__name__)
 
 
 class LabError(RuntimeError):
@@ -263,8 +267,12 @@ class Lab:
         atexit.unregister(self._at_exit)
         loop, thread = self._loop, self._thread
         if loop is not None and thread is not None and thread.is_alive():
-            with contextlib.suppress(Exception):
-                self._call(self._stop_servers(), timeout=SHUTDOWN_TIMEOUT)
+            future = asyncio.run_coroutine_threadsafe(self._stop_servers(), loop)
+            try:
+                future.result(SHUTDOWN_TIMEOUT)
+            except Exception as error:  # a server that would not close: say so, go on
+                future.cancel()  # so that no half-done task is left on the loop
+                log.warning("lab %s: stopping the servers failed: %r", self.number, error)
             loop.call_soon_threadsafe(loop.stop)
             thread.join(SHUTDOWN_TIMEOUT)
         if self._temporary:
@@ -273,10 +281,18 @@ class Lab:
     async def _stop_servers(self) -> None:
         relay = getattr(self, "relay", None)
         if relay is not None:
-            await relay.stop()
-        await asyncio.gather(
-            *(server.stop() for server in self._servers.values()), return_exceptions=True
-        )
+            try:
+                await asyncio.wait_for(relay.stop(), SERVER_STOP_TIMEOUT)
+            except Exception as error:  # queued mail stays on disk either way
+                log.warning("lab %s: the relay did not stop cleanly: %r", self.number, error)
+        servers = list(self._servers.values())
+        stops = [asyncio.wait_for(server.stop(), SERVER_STOP_TIMEOUT) for server in servers]
+        outcomes = await asyncio.gather(*stops, return_exceptions=True)
+        for server, outcome in zip(servers, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                log.warning(
+                    "lab %s: %s did not stop cleanly: %r", self.number, server.name, outcome
+                )
 
     @property
     def running(self) -> bool:

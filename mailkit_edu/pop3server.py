@@ -22,7 +22,6 @@ This module must not import ipywidgets or the lab.
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 import ssl
 from collections.abc import Mapping
@@ -34,8 +33,6 @@ from .store import Store
 from .transcript import SessionLog, Transcript, clip, decode_line
 
 __all__ = ["AUTOLOGOUT", "POP3Connection", "POP3Server", "POP3Settings"]
-
-log = logging.getLogger(__name__)
 
 #: RFC 1939 §3: the autologout timer "MUST be of at least 10 minutes' duration".
 AUTOLOGOUT = 600.0

@@ -561,7 +561,20 @@ def _has_header(block: bytes, name: bytes) -> bool:
 
 
 class _LabHandler:
-    """What both SMTP servers share: the error policy."""
+    """What both SMTP servers share: the trace header and the error policy."""
+
+    hostname: str
+
+    def received(self, session: Session, queue_id: str, recipient: str | None) -> str:
+        """This hop's ``Received:`` line for a message that came in on ``session``."""
+        return received_header(
+            helo=session.host_name,
+            peer=_peer_ip(session),
+            by=self.hostname,
+            protocol=with_protocol(session),
+            queue_id=queue_id,
+            recipient=recipient,
+        )
 
     def __dir__(self) -> list[str]:
         # aiosmtpd looks for handle_* and auth_* on every connection (see LabSMTP.__dir__).
@@ -644,14 +657,8 @@ class SubmissionHandler(_LabHandler):
             added += f"Date: {format_datetime(datetime.now(UTC))}\r\n".encode()
         if not _has_header(block, b"Message-ID"):
             added += f"Message-ID: {make_msgid(domain=self.hostname)}\r\n".encode()
-        received = received_header(
-            helo=session.host_name,
-            peer=_peer_ip(session),
-            by=self.hostname,
-            protocol=with_protocol(session),
-            queue_id=queue_id,
-            recipient=envelope.rcpt_tos[0] if len(envelope.rcpt_tos) == 1 else None,
-        )
+        only = envelope.rcpt_tos[0] if len(envelope.rcpt_tos) == 1 else None
+        received = self.received(session, queue_id, only)
         message = received.encode() + added + content
         await self.enqueue(queue_id, envelope.mail_from or "", list(envelope.rcpt_tos), message)
         return f"250 2.0.0 OK: queued as {queue_id}"
@@ -702,14 +709,7 @@ class InboundHandler(_LabHandler):
         sender = _null_to_empty(envelope.mail_from)
         copies = []
         for rcpt in envelope.rcpt_tos:
-            received = received_header(
-                helo=session.host_name,
-                peer=_peer_ip(session),
-                by=self.hostname,
-                protocol=with_protocol(session),
-                queue_id=queue_id,
-                recipient=rcpt,
-            )
+            received = self.received(session, queue_id, rcpt)
             # The MDA's own trace lines (RFC 5321 §4.4: Return-Path at final delivery).
             top = f"Return-Path: <{sender}>\r\nDelivered-To: {rcpt}\r\n{received}"
             copies.append(self.deliver(rcpt, top.encode() + content))

@@ -10,29 +10,25 @@ from .test_smtp_lab import ALICE, CAROL, password, wait_for_subject
 pytestmark = pytest.mark.clients
 
 
+def curl_submit(tmp_path, url: str, message: bytes, user: str, *options: str):
+    """``curl smtp://...`` sending ``message`` from alice to carol, logged in as ``user``."""
+    eml = tmp_path / "msg.eml"
+    eml.write_bytes(message)
+    return run(
+        [need("curl"), "-sS", *options, url, "--mail-from", ALICE, "--mail-rcpt", CAROL]
+        + ["--user", user, "-T", str(eml)]
+    )
+
+
 def test_curl_submits_through_the_msa(lab, tmp_path):
     """curl smtp:// with AUTH submits a message that reaches carol at south."""
-    curl = need("curl")
-    eml = tmp_path / "msg.eml"
-    eml.write_bytes(
-        b"From: alice@north.test\r\nTo: carol@south.test\r\nSubject: sent by curl\r\n\r\n"
-        b"Hello from curl.\r\n.leading dot line\r\n"
-    )
     port = lab.port("msa.north.test")
-    result = run(
-        [
-            curl,
-            "-sS",
-            f"smtp://127.0.0.1:{port}/client.test",
-            "--mail-from",
-            ALICE,
-            "--mail-rcpt",
-            CAROL,
-            "--user",
-            f"{ALICE}:{password(lab, ALICE)}",
-            "-T",
-            str(eml),
-        ]
+    result = curl_submit(
+        tmp_path,
+        f"smtp://127.0.0.1:{port}/client.test",
+        b"From: alice@north.test\r\nTo: carol@south.test\r\nSubject: sent by curl\r\n\r\n"
+        b"Hello from curl.\r\n.leading dot line\r\n",
+        f"{ALICE}:{password(lab, ALICE)}",
     )
     assert result.returncode == 0, result.stderr
     stored = wait_for_subject(lab, CAROL, "sent by curl")
@@ -43,53 +39,26 @@ def test_curl_submits_through_the_msa(lab, tmp_path):
 
 def test_curl_with_a_wrong_password_fails(lab, tmp_path):
     """curl reports a login failure (exit 67) when the MSA answers 535."""
-    curl = need("curl")
-    eml = tmp_path / "msg.eml"
-    eml.write_bytes(b"Subject: no\r\n\r\nno\r\n")
     port = lab.port("msa.north.test")
-    result = run(
-        [
-            curl,
-            "-sS",
-            f"smtp://127.0.0.1:{port}",
-            "--mail-from",
-            ALICE,
-            "--mail-rcpt",
-            CAROL,
-            "--user",
-            f"{ALICE}:wrong",
-            "-T",
-            str(eml),
-        ]
+    result = curl_submit(
+        tmp_path, f"smtp://127.0.0.1:{port}", b"Subject: no\r\n\r\nno\r\n", f"{ALICE}:wrong"
     )
     assert result.returncode == 67, (result.returncode, result.stderr)
 
 
 def test_curl_starttls_with_the_lab_ca(lab, tmp_path):
     """curl --ssl-reqd upgrades with STARTTLS, verifies the lab CA and submits."""
-    curl = need("curl")
-    eml = tmp_path / "msg.eml"
-    eml.write_bytes(b"Subject: curl over tls\r\n\r\nsecret\r\n")
     port = lab.port("msa.north.test")
-    result = run(
-        [
-            curl,
-            "-sS",
-            "--ssl-reqd",
-            "--cacert",
-            str(lab.ca_file),
-            "--resolve",
-            f"msa.north.test:{port}:127.0.0.1",
-            f"smtp://msa.north.test:{port}",
-            "--mail-from",
-            ALICE,
-            "--mail-rcpt",
-            CAROL,
-            "--user",
-            f"{ALICE}:{password(lab, ALICE)}",
-            "-T",
-            str(eml),
-        ]
+    result = curl_submit(
+        tmp_path,
+        f"smtp://msa.north.test:{port}",
+        b"Subject: curl over tls\r\n\r\nsecret\r\n",
+        f"{ALICE}:{password(lab, ALICE)}",
+        "--ssl-reqd",
+        "--cacert",
+        str(lab.ca_file),
+        "--resolve",
+        f"msa.north.test:{port}:127.0.0.1",
     )
     assert result.returncode == 0, result.stderr
     stored = wait_for_subject(lab, CAROL, "curl over tls")
