@@ -87,6 +87,7 @@ import email.parser
 import email.policy
 import functools
 import itertools
+import logging
 import os
 import platform
 import re
@@ -221,6 +222,9 @@ _FOLDING = re.compile(r"\r?\n(?=[ \t])")
 _HOSTNAME = re.sub(r"[^A-Za-z0-9.-]", "_", platform.node()) or "localhost"
 # Numbers the files this process writes ("Q" in the name). next() on it is atomic.
 _DELIVERY_COUNTER = itertools.count(1)
+# Folder versions (Store.version): unique in the process, so a folder index that is
+# loaded again never repeats the version of the one it replaces.
+_VERSIONS = itertools.count(1)
 
 # One lock per (root, account), shared by every Store object on that root.
 _ACCOUNT_LOCKS: dict[tuple[str, str], threading.RLock] = {}
@@ -624,16 +628,23 @@ class _FolderIndex:
     dirs_trusted: bool = False
     keywords_generation: int = -1
     sorted_messages: list[MessageInfo] | None = None
+    #: Changes whenever a message comes, goes or changes its flags (see Store.version).
+    version: int = field(default_factory=lambda: next(_VERSIONS))
+
+    def touched(self) -> None:
+        """Something in the folder changed: forget the sorted list, take a new version."""
+        self.sorted_messages = None
+        self.version = next(_VERSIONS)
 
     def add(self, info: MessageInfo) -> None:
         self.by_uid[info.uid] = info
-        self.sorted_messages = None
+        self.touched()
 
     def forget(self, uid: int) -> None:
         info = self.by_uid.pop(uid, None)
         if info is not None:
             self.uid_of_key.pop(info.key, None)
-        self.sorted_messages = None
+        self.touched()
 
     def save(self) -> None:
         """Rewrite the uid list from memory (after messages went away)."""
@@ -665,9 +676,24 @@ class Store:
         self._accounts: dict[str, str] = {}  # address as given -> normalised, checked once
         self._dirs: dict[tuple[str, str], Path] = {}
         self._locks: dict[str, threading.RLock] = {}  # this Store's view of _ACCOUNT_LOCKS
+        #: Called as ``watcher(address, folder)`` after this Store changed a folder
+        #: (delivery, flags, expunge, copy, move, delete, rename), in the thread that
+        #: made the change, maybe with the account's lock held: a watcher must only
+        #: schedule work (e.g. ``loop.call_soon_threadsafe``), never wait for it.
+        #: IMAP uses it to tell IDLE clients at once (RFC 2177).
+        self.watchers: list[Callable[[str, str], None]] = []
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
+
+    def _changed(self, address: str, *folders: str) -> None:
+        """Tell the watchers; a watcher that fails must not undo the change."""
+        for watcher in list(self.watchers):
+            for folder in folders:
+                try:
+                    watcher(address, folder)
+                except Exception:  # a watcher's bug is not the store's failure
+                    logging.getLogger(__name__).exception("store watcher failed")
 
     # ------------------------------------------------------------------ accounts
 
@@ -752,6 +778,7 @@ class Store:
         with self._lock(address):
             index = self._sync(address, folder, rescan=False)
             info = self._register(index, [(key, path, status.st_size, status.st_mtime)])[0]
+        self._changed(address, folder)
         # The uid list line is written, not fsynced: the message is safe either way.
         # If a power cut lost the line, the file would get its UID again at the next
         # scan, in name order, which is the order UIDs were given in.
@@ -811,6 +838,7 @@ class Store:
             fsync_directory(self._maildir(address))
             self._indexes.pop((address, folder), None)
             shutil.rmtree(doomed)
+        self._changed(address, folder)
 
     def rename_folder(self, address: str, old: str, new: str) -> None:
         """Rename a folder and its sub-folders (RFC 3501 section 6.3.5).
@@ -844,6 +872,7 @@ class Store:
                 self._indexes.pop((address, before), None)
                 self._indexes.pop((address, after), None)
             fsync_directory(self._maildir(address))
+        self._changed(address, *(name for move in moves for name in move))
 
     def uidvalidity(self, address: str, folder: str) -> int:
         """The folder's UIDVALIDITY (RFC 3501 section 2.3.1.1)."""
@@ -871,6 +900,23 @@ class Store:
             if index.sorted_messages is None:
                 index.sorted_messages = [index.by_uid[uid] for uid in sorted(index.by_uid)]
             return list(index.sorted_messages)
+
+    def version(self, address: str, folder: str = INBOX) -> int:
+        """A number that changes whenever a message of the folder comes, goes or changes
+        its flags, by this Store or on disk. Cheap (a few ``stat`` calls): IMAP asks it
+        before each command to learn whether it has news for its client."""
+        address, folder = self._account(address), normalize_folder(folder)
+        with self._lock(address):
+            return self._sync(address, folder).version
+
+    def snapshot(self, address: str, folder: str = INBOX) -> tuple[int, list[MessageInfo]]:
+        """:meth:`version` and :meth:`messages` together, as of one moment."""
+        address, folder = self._account(address), normalize_folder(folder)
+        with self._lock(address):
+            index = self._sync(address, folder)
+            if index.sorted_messages is None:
+                index.sorted_messages = [index.by_uid[uid] for uid in sorted(index.by_uid)]
+            return index.version, list(index.sorted_messages)
 
     def get(self, address: str, folder: str, uid: int) -> MessageInfo:
         """One message's :class:`MessageInfo`; :class:`NoSuchMessage` if the UID is not there."""
@@ -945,7 +991,9 @@ class Store:
                     )
                     changed.append(info)
                 index = self._sync(address, folder, rescan=False)  # may be a new index now
-            index.sorted_messages = None
+            index.touched()
+        if changed:
+            self._changed(address, folder)
         return changed
 
     def remove_flags(
@@ -978,6 +1026,8 @@ class Store:
                 removed.append(uid)
             if removed:
                 self._sync(address, folder, rescan=False).save()
+        if removed:
+            self._changed(address, folder)
         return removed
 
     def copy(
@@ -1019,6 +1069,8 @@ class Store:
                 index, [(key, path, st.st_size, st.st_mtime) for _, key, path, st in written]
             )
         _fsync_file(directory / UIDLIST_FILE)
+        if copies:
+            self._changed(address, target)
         return {uid: info.uid for (uid, *_), info in zip(written, copies, strict=True)}
 
     def move(
@@ -1058,6 +1110,7 @@ class Store:
             for subdirectory in ("new", "cur"):
                 fsync_directory(directory / subdirectory)
             _fsync_file(directory / UIDLIST_FILE)
+            self._changed(address, source, target)
         return moved
 
     # ------------------------------------------------------------------ a table for notebooks
@@ -1256,9 +1309,12 @@ class Store:
             os.rename(info.path, path)
             return dataclasses.replace(info, path=path, flags=keywords.flags_of(letters))
 
+        before = self._sync(address, folder, rescan=False).by_uid.get(uid)
         info = self._with_file(address, folder, uid, rename)
         index = self._indexes.get((address, folder)) or self._sync(address, folder, rescan=False)
-        index.add(info)
+        if info is not before:
+            index.add(info)
+            self._changed(address, folder)
         return info
 
     # ------------------------------------------------------------------ internals: files
@@ -1359,7 +1415,7 @@ class Store:
                 flags = keywords.flags_of(_split_name(info.path.name)[1])
                 index.by_uid[uid] = dataclasses.replace(info, flags=flags)
             index.keywords_generation = keywords.generation
-            index.sorted_messages = None
+            index.touched()
         return index
 
     @staticmethod
@@ -1395,6 +1451,8 @@ class Store:
             found = _list_messages(index.directory)  # a file may have been mid-rename: look again
         by_uid: dict[int, MessageInfo] = {}
         newcomers: list[tuple[str, Path, int, float]] = []
+        changed = len(found) != len(index.by_uid)
+        changed |= keywords.generation != index.keywords_generation
         for key, (subdirectory, name) in sorted(found.items()):
             path = index.directory / subdirectory / name
             uid = index.uid_of_key.get(key)
@@ -1404,6 +1462,7 @@ class Store:
             if known is not None and known.path == path:
                 by_uid[known.uid] = known
                 continue
+            changed = True
             if known is not None:  # renamed by someone else: same file, new flags
                 flags = keywords.flags_of(_split_name(name)[1])
                 by_uid[known.uid] = dataclasses.replace(known, path=path, flags=flags)
@@ -1423,7 +1482,8 @@ class Store:
             del index.uid_of_key[key]
         index.by_uid = by_uid
         index.keywords_generation = keywords.generation
-        index.sorted_messages = None
+        if changed or vanished:
+            index.touched()
         if vanished:
             index.save()  # before numbering: _register appends to a clean file
         self._register(index, newcomers, keywords)

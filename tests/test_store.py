@@ -694,3 +694,62 @@ def test_add_flags_many_marks_every_message_and_skips_missing_uids(tmp_path: Pat
     changed = store.add_flags_many("bulk@north.test", "INBOX", [*uids, 999], ["\\Seen"])
     assert [info.uid for info in changed] == uids
     assert all("\\Seen" in info.flags for info in store.messages("bulk@north.test"))
+
+
+# --------------------------------------------------------------------------- versions and watchers
+
+
+def test_version_changes_with_every_change_and_only_then(store: Store) -> None:
+    """IMAP asks the version before each command: it must move on every change, and
+    stay put when nothing changed (or every command would re-read a 20k folder)."""
+    seen = [store.version(ALICE)]
+    assert store.version(ALICE) == seen[-1]
+    info = store.deliver(ALICE, make_message())
+    seen.append(store.version(ALICE))
+    store.add_flags(ALICE, "INBOX", info.uid, {"\\Seen"})
+    seen.append(store.version(ALICE))
+    store.add_flags(ALICE, "INBOX", info.uid, {"\\Seen"})  # already there: no change
+    assert store.version(ALICE) == seen[-1]
+    store.expunge(ALICE, "INBOX", [info.uid])
+    seen.append(store.version(ALICE))
+    assert len(set(seen)) == len(seen)
+    version, messages = store.snapshot(ALICE)
+    assert version == seen[-1] and messages == []
+
+
+def test_version_notices_a_file_moved_by_hand(store: Store) -> None:
+    info = store.deliver(ALICE, make_message())
+    before = store.version(ALICE)
+    target = info.path.parent.parent / "cur" / f"{info.path.name}:2,F"
+    os.rename(info.path, target)
+    version, messages = store.snapshot(ALICE)
+    assert version != before
+    assert messages[0].flags == frozenset({"\\Flagged"})
+
+
+def test_watchers_hear_of_each_change_with_its_folder(store: Store) -> None:
+    heard: list[tuple[str, str]] = []
+    store.watchers.append(lambda address, folder: heard.append((address, folder)))
+    info = store.deliver(ALICE, make_message())
+    assert heard == [(ALICE, "INBOX")]
+    store.set_flags(ALICE, "INBOX", info.uid, {"\\Flagged"})
+    store.copy(ALICE, "INBOX", [info.uid], "Archive")
+    store.move(ALICE, "INBOX", [info.uid], "Trash")
+    assert heard[1:] == [
+        (ALICE, "INBOX"),
+        (ALICE, "Archive"),
+        (ALICE, "INBOX"),
+        (ALICE, "Trash"),
+    ]
+    heard.clear()
+    store.expunge(ALICE, "Trash", [999])  # nothing there: nothing to tell
+    assert heard == []
+
+
+def test_a_failing_watcher_does_not_undo_the_delivery(store: Store) -> None:
+    def broken(address: str, folder: str) -> None:
+        raise RuntimeError("bug in a watcher")
+
+    store.watchers.append(broken)
+    info = store.deliver(ALICE, make_message())
+    assert store.read(ALICE, "INBOX", info.uid) == make_message()
