@@ -3,7 +3,7 @@
 Role
     ``start_lab()`` builds and starts a :class:`Lab`: a DNS server for the lab
     zone and, for each mail domain (``north.test``, ``south.test``, …), an MSA,
-    an MX and a POP3 server (IMAP joins them later), a mail store, a relay
+    an MX, a POP3 server and an IMAP server, a mail store, a relay
     queue and one transcript of every protocol line.
 
     All servers run on **one private asyncio loop in one background thread**,
@@ -40,6 +40,8 @@ import pandas as pd
 
 from .config import Account, Domain, parse_domains
 from .dnsserver import DNSServer, Zone, lab_async_resolver
+from .imapserver import AUTOLOGOUT as IMAP_AUTOLOGOUT
+from .imapserver import IMAPServer, IMAPSettings
 from .pop3server import AUTOLOGOUT, POP3Server, POP3Settings
 from .relay import QUEUE_LIFETIME, RETRY_SCHEDULE, Queue, Relay
 from .smtp import (
@@ -65,7 +67,7 @@ SHUTDOWN_TIMEOUT = 10.0
 SERVER_STOP_TIMEOUT = 5.0
 LOOPBACK = "127.0.0.1"
 #: The servers each mail domain runs, by host name: <role>.<domain>.
-MAIL_HOSTS = ("msa", "mx", "pop3")
+MAIL_HOSTS = ("msa", "mx", "pop3", "imap")
 #: Threads that write mail to disk (queue and Maildir), so the loop never waits on fsync.
 IO_THREADS = 2
 
@@ -93,6 +95,7 @@ class Lab:
         auth_failure_delay: float = AUTH_FAILURE_DELAY,
         idle_timeout: float = IDLE_TIMEOUT,
         pop3_autologout: float = AUTOLOGOUT,
+        imap_autologout: float = IMAP_AUTOLOGOUT,
     ) -> None:
         self.number = next(_lab_numbers)
         self.domains: list[Domain] = parse_domains(domains)
@@ -112,6 +115,12 @@ class Lab:
             mask_secrets=mask_secrets,
             auth_failure_delay=auth_failure_delay,
             autologout=pop3_autologout,
+        )
+        self.imap_settings = IMAPSettings(
+            require_tls=require_tls,
+            mask_secrets=mask_secrets,
+            auth_failure_delay=auth_failure_delay,
+            autologout=imap_autologout,
         )
         self.transcript_log = Transcript()
         self.zone = Zone([d.name for d in self.domains])
@@ -243,6 +252,17 @@ class Lab:
                 transcript=self.transcript_log,
                 settings=self.pop3_settings,
                 tls_context=self.ca.server_context(pop3_name),
+                host=LOOPBACK,
+            )
+            imap_name = f"imap.{domain.name}"
+            self._servers[imap_name] = IMAPServer(
+                name=imap_name,
+                domain=domain.name,
+                store=self.store,
+                passwords={a.address: a.password for a in domain.accounts},
+                transcript=self.transcript_log,
+                settings=self.imap_settings,
+                tls_context=self.ca.server_context(imap_name),
                 host=LOOPBACK,
             )
         for server in self._servers.values():
@@ -434,6 +454,15 @@ class Lab:
             )
         if server.protocol == "POP3" and not reply.startswith(("+OK", "-ERR")):
             raise ValueError(f"a POP3 reply starts with +OK or -ERR, e.g. '-ERR …', not {reply!r}")
+        if server.protocol == "IMAP":
+            if command.strip().upper() == "CONNECT":
+                if not reply.startswith(("* OK", "* BYE", "* PREAUTH")):
+                    raise ValueError(f"an IMAP greeting is '* OK …' or '* BYE …', not {reply!r}")
+            elif not reply.startswith(("OK", "NO", "BAD")):
+                raise ValueError(
+                    "an IMAP reply is OK, NO or BAD and its text, e.g. "
+                    f"'NO [UNAVAILABLE] try later' (the server adds the tag), not {reply!r}"
+                )
         faults.add(command, reply, times)
 
     def flush_queue(self) -> None:
@@ -475,7 +504,8 @@ def start_lab(path: str | Path | None = None, **options: Any) -> Lab:
     (``{"north.test": {"alice": "pw"}}`` or ``{"north.test": ["alice"]}``),
     ``require_tls``, ``mask_secrets``, ``max_message_size``, ``retry_schedule``,
     ``queue_lifetime``, ``auth_failure_delay``, ``idle_timeout`` (SMTP, seconds),
-    ``pop3_autologout`` (seconds; RFC 1939 asks for at least 600).
+    ``pop3_autologout`` (seconds; RFC 1939 asks for at least 600),
+    ``imap_autologout`` (seconds; RFC 3501 asks for at least 1800).
 
     Use it as a context manager to stop it at the end of a block::
 

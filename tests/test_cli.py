@@ -39,7 +39,7 @@ def test_serve_prints_servers_and_stops_on_ctrl_c():
     process, info = serve()
     try:
         roles = {s["role"] for s in info["servers"]}
-        assert roles == {"dns", "msa", "mx", "pop3"}
+        assert roles == {"dns", "msa", "mx", "pop3", "imap"}
         assert all(s["host"] == "127.0.0.1" and s["port"] > 0 for s in info["servers"])
         assert {a["address"] for a in info["accounts"]} >= {ALICE, CAROL}
         assert Path(info["ca_file"]).read_text().startswith("-----BEGIN CERTIFICATE-----")

@@ -198,7 +198,7 @@ def test_servers_and_accounts_tables(lab):
     """lab.servers and lab.accounts follow the public contract."""
     servers = lab.servers
     assert list(servers.columns[:6]) == ["name", "domain", "role", "protocol", "host", "port"]
-    assert set(servers["role"]) == {"dns", "msa", "mx", "pop3"}
+    assert set(servers["role"]) == {"dns", "msa", "mx", "pop3", "imap"}
     assert (servers["host"] == "127.0.0.1").all() and (servers["port"] > 0).all()
     accounts = lab.accounts
     assert list(accounts.columns) == ["address", "password", "domain"]
