@@ -451,14 +451,15 @@ class IMAPConnection(asyncio.Protocol):
         data: list[str] = []
         for line in lines:
             code = _status(line)
-            if code is None and b"\n" not in line:
+            if code is None and b"\r\n" not in line:
                 data.append(line.decode("utf-8", "backslashreplace"))
                 continue
             if data:
                 self.transcript.reply(data, None)
                 data = []
-            text = line.decode("utf-8", "backslashreplace").replace("\r\n", "\n")
-            self.transcript.reply(text.split("\n"), code)
+            # A line with a literal inside: IMAP lines end with CRLF (a bare LF or CR
+            # inside a literal is data), so the transcript splits there only.
+            self.transcript.reply(line.decode("utf-8", "backslashreplace").split("\r\n"), code)
         if data:
             self.transcript.reply(data, None)
 

@@ -267,9 +267,11 @@ class TooManyKeywords(StoreError):
 # --------------------------------------------------------------------------- messages
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MessageInfo:
-    """What the store knows about one message, without reading the message."""
+    """What the store knows about one message, without reading the message.
+
+    (``slots``: a folder of 20,000 messages keeps 20,000 of these in memory.)"""
 
     #: Unique in its folder while the folder's UIDVALIDITY stays the same (RFC 3501 2.3.1.1).
     uid: int
@@ -281,10 +283,23 @@ class MessageInfo:
     size: int
     #: Seconds since the epoch; the file's mtime (RFC 3501 INTERNALDATE).
     internaldate: float
-    #: Where the file is now. It changes when the flags change.
-    path: Path
+    #: The folder's new/ or cur/ directory, where the file is now (one Path object
+    #: shared by every message there: a Path per message would cost ~0.5 kB each).
+    directory: Path
+    #: The file's name in ``directory``. It changes when the flags change.
+    name: str
     #: The folder name, e.g. "INBOX" or "Work.Projects".
     folder: str
+
+    @property
+    def path(self) -> Path:
+        """Where the file is now."""
+        return self.directory / self.name
+
+    @property
+    def file(self) -> str:
+        """:attr:`path` as a string (cheaper, for system calls)."""
+        return os.path.join(self.directory, self.name)
 
 
 def sorted_flags(flags: Iterable[str]) -> list[str]:
@@ -597,6 +612,7 @@ class _Keywords:
     name_of: dict[str, str]
     signature: tuple[int, int, int] | None
     generation: int
+    _sets: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
 
     def letter_of(self, keyword: str) -> str | None:
         """Keywords are matched without regard to case; the first spelling is kept."""
@@ -607,9 +623,16 @@ class _Keywords:
         return None
 
     def flags_of(self, letters: str) -> frozenset[str]:
-        """IMAP flags for Maildir info letters; a letter nobody defined is ignored."""
-        names = (_FLAG_OF_LETTER.get(letter) or self.name_of.get(letter) for letter in letters)
-        return frozenset(name for name in names if name)
+        """IMAP flags for Maildir info letters; a letter nobody defined is ignored.
+
+        The same letters give the same (shared) frozenset: a folder of 20,000 messages
+        has only a handful of different flag sets.
+        """
+        flags = self._sets.get(letters)
+        if flags is None:
+            names = (_FLAG_OF_LETTER.get(letter) or self.name_of.get(letter) for letter in letters)
+            flags = self._sets[letters] = frozenset(name for name in names if name)
+        return flags
 
 
 @dataclass
@@ -674,7 +697,7 @@ class Store:
         self._keywords: dict[str, _Keywords] = {}
         # Path arithmetic showed up in profiles of POP3 RETR loops: remember it.
         self._accounts: dict[str, str] = {}  # address as given -> normalised, checked once
-        self._dirs: dict[tuple[str, str], Path] = {}
+        self._dirs: dict[tuple[str, ...], Path] = {}  # folder dirs and their new/, cur/
         self._locks: dict[str, threading.RLock] = {}  # this Store's view of _ACCOUNT_LOCKS
         #: Called as ``watcher(address, folder)`` after this Store changed a folder
         #: (delivery, flags, expunge, copy, move, delete, rename), in the thread that
@@ -930,7 +953,7 @@ class Store:
     def read(self, address: str, folder: str, uid: int) -> bytes:
         """The message's bytes, exactly as they are in the file."""
         address, folder = self._account(address), normalize_folder(folder)
-        return self._with_file(address, folder, uid, lambda info: _read_file(info.path, info.size))
+        return self._with_file(address, folder, uid, lambda info: _read_file(info.file, info.size))
 
     def set_flags(self, address: str, folder: str, uid: int, flags: Iterable[str]) -> MessageInfo:
         """Replace the message's flags (IMAP ``STORE FLAGS``, RFC 3501 section 6.4.6).
@@ -969,19 +992,21 @@ class Store:
             letters = self._letters(address, flags, register=True)
             keywords = self._load_keywords(address)
             index = self._sync(address, folder, rescan=False)
-            cur = self._folder_dir(address, folder) / "cur"
+            cur = self._subdir(address, folder, "cur")
             for uid in uids:
                 info = index.by_uid.get(uid)
                 if info is not None:
-                    key, old = _split_name(info.path.name)
+                    key, old = _split_name(info.name)
                     new = "".join(sorted(set(old + letters)))
-                    if new == old and info.path.parent == cur:
+                    if new == old and info.directory == cur:
                         changed.append(info)
                         continue
-                    path = cur / f"{key}{INFO_PREFIX}{new}"
+                    name = f"{key}{INFO_PREFIX}{new}"
                     with contextlib.suppress(FileNotFoundError):
-                        os.rename(info.path, path)
-                        info = dataclasses.replace(info, path=path, flags=keywords.flags_of(new))
+                        os.rename(info.file, os.path.join(cur, name))
+                        info = dataclasses.replace(
+                            info, directory=cur, name=name, flags=keywords.flags_of(new)
+                        )
                         index.by_uid[uid] = info
                         changed.append(info)
                         continue
@@ -1019,7 +1044,7 @@ class Store:
         with self._lock(address):
             for uid in sorted(set(uids)):
                 try:
-                    self._with_file(address, folder, uid, lambda info: info.path.unlink())
+                    self._with_file(address, folder, uid, lambda info: os.unlink(info.file))
                 except NoSuchMessage:
                     continue
                 self._sync(address, folder, rescan=False).forget(uid)
@@ -1052,7 +1077,7 @@ class Store:
                     data, status = self._with_file(address, source, info.uid, _read_with_status)
                 except NoSuchMessage:
                     continue  # expunged meanwhile
-                letters = _split_name(info.path.name)[1]
+                letters = _split_name(info.name)[1]
                 key, path, copied = self._write_message(
                     directory, data, letters, status.st_mtime_ns
                 )
@@ -1172,6 +1197,15 @@ class Store:
                     lock = _ACCOUNT_LOCKS[(str(self.root), address)] = threading.RLock()
             self._locks[address] = lock
         return lock
+
+    def _subdir(self, address: str, folder: str, subdirectory: str) -> Path:
+        """The folder's new/ or cur/ as one shared Path object (see MessageInfo.directory)."""
+        place = self._dirs.get((address, folder, subdirectory))
+        if place is None:
+            place = self._dirs[(address, folder, subdirectory)] = (
+                self._folder_dir(address, folder) / subdirectory
+            )
+        return place
 
     def _maildir(self, address: str) -> Path:
         return self._folder_dir(address, INBOX)
@@ -1298,16 +1332,18 @@ class Store:
         """Rename the message into cur/ with new info letters (caller holds the lock)."""
         if keywords is None:
             keywords = self._load_keywords(address)
-        cur = self._folder_dir(address, folder) / "cur"
+        cur = self._subdir(address, folder, "cur")
 
         def rename(info: MessageInfo) -> MessageInfo:
-            key, old = _split_name(info.path.name)
+            key, old = _split_name(info.name)
             letters = "".join(sorted(set(change(old))))
-            if letters == old and info.path.parent == cur:
+            if letters == old and info.directory == cur:
                 return info  # nothing changes (e.g. \\Seen on a message already seen)
-            path = cur / f"{key}{INFO_PREFIX}{letters}"
-            os.rename(info.path, path)
-            return dataclasses.replace(info, path=path, flags=keywords.flags_of(letters))
+            name = f"{key}{INFO_PREFIX}{letters}"
+            os.rename(info.file, os.path.join(cur, name))
+            return dataclasses.replace(
+                info, directory=cur, name=name, flags=keywords.flags_of(letters)
+            )
 
         before = self._sync(address, folder, rescan=False).by_uid.get(uid)
         info = self._with_file(address, folder, uid, rename)
@@ -1327,10 +1363,10 @@ class Store:
 
     def _rename_into(self, directory: Path, info: MessageInfo) -> tuple[str, Path, MessageInfo]:
         """Move one file into another folder under a new key; its flag letters stay."""
-        letters = _split_name(info.path.name)[1]
+        letters = _split_name(info.name)[1]
         key = _unique_key(info.size)
         path = self._final_path(directory, key, letters)
-        os.rename(info.path, path)
+        os.rename(info.file, path)
         return key, path, info
 
     def _write_message(
@@ -1412,7 +1448,7 @@ class Store:
                 self._scan(index, keywords)
         if index.keywords_generation != keywords.generation:
             for uid, info in index.by_uid.items():
-                flags = keywords.flags_of(_split_name(info.path.name)[1])
+                flags = keywords.flags_of(_split_name(info.name)[1])
                 index.by_uid[uid] = dataclasses.replace(info, flags=flags)
             index.keywords_generation = keywords.generation
             index.touched()
@@ -1453,20 +1489,24 @@ class Store:
         newcomers: list[tuple[str, Path, int, float]] = []
         changed = len(found) != len(index.by_uid)
         changed |= keywords.generation != index.keywords_generation
+        places = {sub: self._subdir(index.address, index.folder, sub) for sub in ("new", "cur")}
         for key, (subdirectory, name) in sorted(found.items()):
-            path = index.directory / subdirectory / name
+            place = places[subdirectory]
             uid = index.uid_of_key.get(key)
             known = index.by_uid.get(uid) if uid is not None else None
             if known is not None and known.key != key:
                 known = None  # the uid list was replaced and this UID means another file now
-            if known is not None and known.path == path:
+            if known is not None and known.name == name and known.directory == place:
                 by_uid[known.uid] = known
                 continue
             changed = True
             if known is not None:  # renamed by someone else: same file, new flags
                 flags = keywords.flags_of(_split_name(name)[1])
-                by_uid[known.uid] = dataclasses.replace(known, path=path, flags=flags)
+                by_uid[known.uid] = dataclasses.replace(
+                    known, directory=place, name=name, flags=flags
+                )
                 continue
+            path = place / name
             try:
                 status = os.stat(path)  # once per file per Store: its internal date
             except FileNotFoundError:
@@ -1520,8 +1560,8 @@ class Store:
             index.uidlist_signature = _file_signature(index.directory / UIDLIST_FILE)
         return infos
 
-    @staticmethod
     def _info(
+        self,
         index: _FolderIndex,
         uid: int,
         key: str,
@@ -1531,9 +1571,10 @@ class Store:
         keywords: _Keywords,
     ) -> MessageInfo:
         flags = keywords.flags_of(_split_name(path.name)[1])
-        return MessageInfo(uid, key, flags, size, mtime, path, index.folder)
+        directory = self._subdir(index.address, index.folder, path.parent.name)
+        return MessageInfo(uid, key, flags, size, mtime, directory, path.name, index.folder)
 
 
 def _read_with_status(info: MessageInfo) -> tuple[bytes, os.stat_result]:
-    with open(info.path, "rb") as file:
+    with open(info.file, "rb") as file:
         return file.read(), os.fstat(file.fileno())
