@@ -2,13 +2,14 @@
 
 ``lab = mailkit_edu.start_lab()`` starts a DNS server and, for two mail
 providers (``north.test`` and ``south.test``), a submission server (MSA), an
-inbound server (MX) and a POP3 server on 127.0.0.1. ``lab.servers``, ``lab.accounts`` and
+inbound server (MX), a POP3 server and an IMAP server on 127.0.0.1. ``lab.servers``, ``lab.accounts`` and
 ``lab.transcript()`` are pandas DataFrames; ``lab.stop()`` ends it all.
 
 Layers (each imports only those before it): ``transcript``, ``config``,
 ``faults``, ``store``, ``tls`` know nothing of protocols; ``pop3`` is the POP3
-protocol core (no I/O); ``dnsserver``, ``relay``, ``smtp`` and ``pop3server``
-are the servers; ``lab`` assembles them; ``cli`` runs a lab in a terminal.
+protocol core and ``imapparse``, ``imapmessage``, ``imapmailboxes``, ``imap`` the
+IMAP layers (no I/O); ``dnsserver``, ``relay``, ``smtp``, ``pop3server`` and
+``imapserver`` are the servers; ``lab`` assembles them; ``cli`` runs a lab in a terminal.
 """
 
 from __future__ import annotations
