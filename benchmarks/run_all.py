@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/run_all.py            # all five (about 2.5-4 minutes)
+    .venv/bin/python benchmarks/run_all.py            # all six (about 3-5 minutes)
     .venv/bin/python benchmarks/run_all.py latency    # only those whose name matches
 
 Each benchmark prints its figures, its same-run baseline and a PASS/FAIL line against
@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_imap  # noqa: E402
 import bench_latency  # noqa: E402
 import bench_pop3  # noqa: E402
 import bench_startup  # noqa: E402
@@ -35,6 +36,7 @@ BENCHMARKS = {
     "throughput": bench_throughput,
     "transcript": bench_transcript,
     "pop3": bench_pop3,
+    "imap": bench_imap,
 }
 
 
