@@ -2,8 +2,9 @@
 
 ``lab = mailkit_edu.start_lab()`` starts a DNS server and, for two mail
 providers (``north.test`` and ``south.test``), a submission server (MSA), an
-inbound server (MX), a POP3 server and an IMAP server on 127.0.0.1. ``lab.servers``, ``lab.accounts`` and
-``lab.transcript()`` are pandas DataFrames; ``lab.stop()`` ends it all.
+inbound server (MX), a POP3 server and an IMAP server on 127.0.0.1.
+``lab.servers``, ``lab.accounts`` and ``lab.transcript()`` are pandas
+DataFrames; ``lab.stop()`` ends it all.
 
 Layers (each imports only those before it): ``transcript``, ``config``,
 ``faults``, ``store``, ``tls`` know nothing of protocols; ``pop3`` is the POP3

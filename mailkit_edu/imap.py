@@ -48,7 +48,8 @@ The selected mailbox and its updates (RFC 3501 §5.2, §7.3, §7.4)
 
 Choices a student should know about
     * ``\\Recent`` (RFC 3501 §2.3.2) goes to the first session that sees a message
-      (SELECT, or an update); EXAMINE shows it without taking it.
+      (SELECT, or an update); EXAMINE and STATUS show it without taking it. The
+      server keeps this in memory: after a restart every message is recent once.
     * BODY[...] and RFC822 and RFC822.TEXT set ``\\Seen``; BODY.PEEK[...] and
       RFC822.HEADER do not. The FETCH response then includes the new FLAGS.
     * RFC822.SIZE is the size of the stored file (stored mail has CRLF line ends).
@@ -231,8 +232,10 @@ class RecentFlags:
 
     One per server, shared by its sessions: per (account, folder) the highest UID some
     session has already been told about. A message with a higher UID is recent for the
-    next session that sees it, and for no other. (A restart forgets: then every
-    message is old, which RFC 3501 allows.)
+    next session that sees it, and for no other. The first look at a folder after the
+    server started cannot know what earlier sessions saw, so then every message is
+    recent: RFC 3501 §2.3.2 says a message SHOULD be considered recent when the server
+    cannot tell.
     """
 
     def __init__(self) -> None:
@@ -242,10 +245,7 @@ class RecentFlags:
     def claim(self, address: str, folder: str, uids: list[int]) -> set[int]:
         """The UIDs (sorted list) that are recent for the caller; from now on, for no other."""
         with self._lock:
-            last = self._seen.get((address, folder))
-            if last is None:  # first look since the server started: nothing is recent
-                self._seen[(address, folder)] = uids[-1] if uids else 0
-                return set()
+            last = self._seen.get((address, folder), 0)  # 0: first look, all are recent
             start = bisect.bisect_right(uids, last)
             if start < len(uids):
                 self._seen[(address, folder)] = uids[-1]
@@ -254,9 +254,7 @@ class RecentFlags:
     def peek(self, address: str, folder: str, uids: list[int]) -> set[int]:
         """The UIDs that are recent, without taking them (EXAMINE, STATUS)."""
         with self._lock:
-            last = self._seen.get((address, folder))
-        if last is None:
-            return set()
+            last = self._seen.get((address, folder), 0)
         return set(uids[bisect.bisect_right(uids, last) :])
 
 
@@ -1057,6 +1055,7 @@ class IMAPSession:
                 del selected.messages[number - 1]
                 del selected.uids[number - 1]
         selected.gone -= uids
+        selected.recent -= uids
         return lines
 
     def _sync(self, *, expunges: bool) -> list[bytes]:

@@ -273,6 +273,17 @@ CLOSE_READ_ONLY = (
     "says NO [READ-ONLY]."
 )
 
+RECENT_AFTER_EXPUNGE = (
+    "Both are allowed. RFC 3501 §7.3.2 has the server send RECENT when the mailbox size "
+    "changes; after an EXPUNGE, §7.4.1 only asks for the EXPUNGE itself (it implies the new "
+    "size). pymap also repeats the recent count; we send it with the next EXISTS."
+)
+EXAMINE_RECENT = (
+    "Ours is right. RFC 3501 §2.3.2 and §7.3.2: the messages counted in '* n RECENT' are "
+    "those with \\Recent set, and EXAMINE shows the flag without taking it (§6.3.2). pymap "
+    "counts 2 RECENT after EXAMINE Kept but shows no \\Recent in FETCH FLAGS."
+)
+
 OUR_FLAGS = r"* FLAGS ($Forwarded \Answered \Deleted \Draft \Flagged \Seen)"
 PYMAP_FLAGS = r"* FLAGS (\Answered \Deleted \Draft \Flagged \Recent \Seen)"
 OUR_PERMANENT = r"* OK [PERMANENTFLAGS ($Forwarded \* \Answered \Deleted \Draft \Flagged \Seen)]"
@@ -480,6 +491,13 @@ KNOWN_DIFFERENCES: list[Known] = [
         (f'* 2 FETCH BODY[2] "{PDF}"',),
         (f'* 2 FETCH BODY[2] "{PDF}\\r\\n"',),
         BOUNDARY_CRLF,
+    ),
+    Known("EXPUNGE", (), ("* 2 RECENT",), RECENT_AFTER_EXPUNGE),
+    Known(
+        "FETCH in Kept (the copies)",
+        (r"* 1 FETCH FLAGS (\Recent \Seen)", r"* 2 FETCH FLAGS (\Flagged \Recent \Seen)"),
+        (r"* 1 FETCH FLAGS (\Seen)", r"* 2 FETCH FLAGS (\Flagged \Seen)"),
+        EXAMINE_RECENT,
     ),
     # Errors.
     Known("CLOSE after EXAMINE", ("TAG OK",), ("TAG NO [READ-ONLY]",), CLOSE_READ_ONLY),
