@@ -218,7 +218,7 @@ class IMAPConnection(asyncio.Protocol):
 
     def process(self) -> None:
         """Handle everything complete in the buffer, in order, until something must wait."""
-        while not self.waiting and not self.closing and self.transport is not None:
+        while self.ready():
             if self.literal is not None:
                 if not self.read_literal():
                     break
@@ -231,10 +231,20 @@ class IMAPConnection(asyncio.Protocol):
             line = bytes(self.buffer[: end + 1])
             del self.buffer[: end + 1]
             self.take_line(line)
-        if self.waiting and len(self.buffer) > INPUT_PAUSE and not self.paused_reading:
+        if not self.ready() and len(self.buffer) > INPUT_PAUSE and not self.paused_reading:
             self.paused_reading = True
             if self.transport is not None:
                 self.transport.pause_reading()
+
+    def ready(self) -> bool:
+        """True if the next command may be answered now: nothing is pending, and the
+        client reads what we send (a client that only writes cannot fill our memory)."""
+        return (
+            not self.waiting
+            and self.writable.is_set()
+            and not self.closing
+            and self.transport is not None
+        )
 
     def take_line(self, raw: bytes) -> None:
         """One line from the client: part of a command, a SASL answer or IDLE's DONE."""
@@ -353,10 +363,14 @@ class IMAPConnection(asyncio.Protocol):
             self.hang_up()
             return
         self.waiting = False
+        if self.writable.is_set():
+            self.resume_input()
+            self.process()
+
+    def resume_input(self) -> None:
         if self.paused_reading and self.transport is not None:
             self.paused_reading = False
             self.transport.resume_reading()
-        self.process()
 
     async def stream(self, lines: Iterable[bytes]) -> None:
         """Send a lazy response in pieces; wait while the client's window is full."""
@@ -468,6 +482,9 @@ class IMAPConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.writable.set()
+        if not self.waiting:
+            self.resume_input()
+            self.process()
 
     async def start_tls(self) -> None:
         """RFC 3501 §6.2.1: the TLS handshake right after "OK Begin TLS negotiation"."""
