@@ -7,8 +7,11 @@ exactly, in order, each line once.
 from __future__ import annotations
 
 import base64
+import imaplib
 import re
+from datetime import UTC, datetime
 
+from .test_imap_lab import Wire
 from .test_relay_lab import wait_until
 from .test_smtp_lab import ALICE, CAROL, Raw, wait_for_subject
 
@@ -233,3 +236,159 @@ def test_golden_pop3_session(fresh_lab):
         .str.replace(f"{uidvalidity}.", "<uidvalidity>.", regex=False)
     )
     assert rows(t) == GOLDEN_POP3
+
+
+IMAP_MESSAGE = (
+    b"From: Bob <bob@north.test>\r\nTo: Alice <alice@north.test>\r\nSubject: golden imap\r\n"
+    b"Date: Thu, 26 Nov 2026 10:00:00 +0000\r\nMessage-ID: <golden-imap@north.test>\r\n"
+    b"\r\nHi Alice,\r\nsee you.\r\n"
+)
+IMAP_NOTE = b"Subject: note\r\n\r\nremember\r\n"
+
+IMAP_SCRIPT = [
+    "a1 CAPABILITY",
+    "a2 LOGIN alice@north.test alice-secret",
+    'a3 LIST "" *',
+    "a4 SELECT INBOX",
+    "a5 FETCH 1 (FLAGS INTERNALDATE RFC822.SIZE ENVELOPE)",
+    "a6 FETCH 1 BODY[]",
+    "a7 STORE 1 +FLAGS (\\Flagged)",
+    "a8 SEARCH FLAGGED",
+    f'a9 APPEND INBOX (\\Seen) "26-Nov-2026 10:05:00 +0000" {{{len(IMAP_NOTE)}}}',
+    IMAP_NOTE.decode() + "\r\n",  # the literal, then the CRLF that ends the APPEND
+    "a10 UID FETCH 2 (FLAGS INTERNALDATE)",
+    "a11 STORE 1 +FLAGS (\\Deleted)",
+    "a12 EXPUNGE",
+    "a13 LOGOUT",
+]
+
+CAPABILITIES = "IMAP4rev1 LITERAL+ SASL-IR IDLE UIDPLUS MOVE NAMESPACE SPECIAL-USE ENABLE UNSELECT"
+ENVELOPE = (
+    '("<date>" "golden imap" (("Bob" NIL "bob" "north.test")) (("Bob" NIL "bob" "north.test")) '
+    '(("Bob" NIL "bob" "north.test")) (("Alice" NIL "alice" "north.test")) NIL NIL NIL '
+    '"<golden-imap@north.test>")'
+)
+ALL_FLAGS = "\\Seen \\Answered \\Flagged \\Deleted \\Draft $Forwarded"
+
+GOLDEN_IMAP = [
+    (
+        "S",
+        f"* OK [CAPABILITY {CAPABILITIES} CHILDREN STARTTLS AUTH=PLAIN] "
+        "imap.north.test IMAP4rev1 ready",
+        None,
+        "OK",
+    ),
+    ("C", "a1 CAPABILITY", "CAPABILITY", None),
+    ("S", f"* CAPABILITY {CAPABILITIES} CHILDREN STARTTLS AUTH=PLAIN", None, None),
+    ("S", "a1 OK CAPABILITY completed", None, "OK"),
+    ("C", "a2 LOGIN alice@north.test alice-secret", "LOGIN", None),
+    ("S", f"a2 OK [CAPABILITY {CAPABILITIES} CHILDREN] LOGIN completed", None, "OK"),
+    ("C", 'a3 LIST "" *', "LIST", None),
+    ("S", '* LIST (\\HasNoChildren) "." "INBOX"', None, None),
+    ("S", '* LIST (\\HasNoChildren \\Archive) "." "Archive"', None, None),
+    ("S", '* LIST (\\HasNoChildren \\Drafts) "." "Drafts"', None, None),
+    ("S", '* LIST (\\HasNoChildren \\Junk) "." "Junk"', None, None),
+    ("S", '* LIST (\\HasNoChildren \\Sent) "." "Sent"', None, None),
+    ("S", '* LIST (\\HasNoChildren \\Trash) "." "Trash"', None, None),
+    ("S", "a3 OK LIST completed", None, "OK"),
+    ("C", "a4 SELECT INBOX", "SELECT", None),
+    ("S", f"* FLAGS ({ALL_FLAGS})", None, None),
+    ("S", "* 1 EXISTS", None, None),
+    ("S", "* 1 RECENT", None, None),  # delivered after the last look: recent for us
+    ("S", "* OK [UNSEEN 1] message 1 is the first unseen", None, "OK"),
+    ("S", f"* OK [PERMANENTFLAGS ({ALL_FLAGS} \\*)] flags you can change", None, "OK"),
+    ("S", "* OK [UIDVALIDITY <uidvalidity>] UIDs valid", None, "OK"),
+    ("S", "* OK [UIDNEXT 2] predicted next UID", None, "OK"),
+    ("S", "a4 OK [READ-WRITE] SELECT completed", None, "OK"),
+    ("C", "a5 FETCH 1 (FLAGS INTERNALDATE RFC822.SIZE ENVELOPE)", "FETCH", None),
+    (
+        "S",
+        '* 1 FETCH (FLAGS (\\Recent) INTERNALDATE "26-Nov-2026 10:00:05 +0000" '
+        f"RFC822.SIZE {len(IMAP_MESSAGE)} ENVELOPE {ENVELOPE})",
+        None,
+        None,
+    ),
+    ("S", "a5 OK FETCH completed", None, "OK"),
+    ("C", "a6 FETCH 1 BODY[]", "FETCH", None),
+    ("S", f"* 1 FETCH (BODY[] {{{len(IMAP_MESSAGE)}}}", None, None),  # the literal's lines
+    ("S", "From: Bob <bob@north.test>", None, None),
+    ("S", "To: Alice <alice@north.test>", None, None),
+    ("S", "Subject: golden imap", None, None),
+    ("S", "Date: <date>", None, None),
+    ("S", "Message-ID: <golden-imap@north.test>", None, None),
+    ("S", "", None, None),
+    ("S", "Hi Alice,", None, None),
+    ("S", "see you.", None, None),
+    ("S", " FLAGS (\\Seen \\Recent))", None, None),  # BODY[] set \Seen (RFC 3501 §6.4.5)
+    ("S", "a6 OK FETCH completed", None, "OK"),
+    ("C", "a7 STORE 1 +FLAGS (\\Flagged)", "STORE", None),
+    ("S", "* 1 FETCH (FLAGS (\\Seen \\Flagged \\Recent))", None, None),
+    ("S", "a7 OK STORE completed", None, "OK"),
+    ("C", "a8 SEARCH FLAGGED", "SEARCH", None),
+    ("S", "* SEARCH 1", None, None),
+    ("S", "a8 OK SEARCH completed", None, "OK"),
+    (
+        "C",
+        f'a9 APPEND INBOX (\\Seen) "26-Nov-2026 10:05:00 +0000" {{{len(IMAP_NOTE)}}}',
+        "APPEND",
+        None,
+    ),
+    ("S", "+ Ready for literal data", None, "+"),
+    ("C", "Subject: note", None, None),  # the literal's lines, as they crossed the wire
+    ("C", "", None, None),
+    ("C", "remember", None, None),
+    ("C", "", None, None),  # the end of the APPEND line, after the literal
+    ("S", "* 2 EXISTS", None, None),  # the news before the tagged reply
+    ("S", "* 2 RECENT", None, None),
+    ("S", "a9 OK [APPENDUID <uidvalidity> 2] APPEND completed", None, "OK"),
+    ("C", "a10 UID FETCH 2 (FLAGS INTERNALDATE)", "UID FETCH", None),
+    (
+        "S",
+        '* 2 FETCH (UID 2 FLAGS (\\Seen \\Recent) INTERNALDATE "26-Nov-2026 10:05:00 +0000")',
+        None,
+        None,
+    ),
+    ("S", "a10 OK FETCH completed", None, "OK"),
+    ("C", "a11 STORE 1 +FLAGS (\\Deleted)", "STORE", None),
+    ("S", "* 1 FETCH (FLAGS (\\Seen \\Flagged \\Deleted \\Recent))", None, None),
+    ("S", "a11 OK STORE completed", None, "OK"),
+    ("C", "a12 EXPUNGE", "EXPUNGE", None),
+    ("S", "* 1 EXPUNGE", None, None),
+    ("S", "a12 OK EXPUNGE completed", None, "OK"),
+    ("C", "a13 LOGOUT", "LOGOUT", None),
+    ("S", "* BYE imap.north.test IMAP4rev1 server logging out", None, "BYE"),
+    ("S", "a13 OK LOGOUT completed", None, "OK"),
+]
+
+
+def test_golden_imap_session(fresh_lab):
+    """A scripted IMAP session gives exactly the expected rows (UIDVALIDITY and dates
+    normalised), and the store ends with the appended note only, \\Seen."""
+    lab = fresh_lab
+    alice = "alice@north.test"
+    # A first session looks at the empty INBOX, so what arrives next is \Recent for the
+    # next session that sees it (RFC 3501 §2.3.2).
+    with imaplib.IMAP4("127.0.0.1", lab.port("imap.north.test"), timeout=10) as first:
+        first.login(alice, lab.account(alice).password)
+        first.select("INBOX")
+    when = datetime(2026, 11, 26, 10, 0, 5, tzinfo=UTC).timestamp()
+    lab.store.deliver(alice, IMAP_MESSAGE, internaldate=when)
+    wire = Wire(lab.port("imap.north.test"))
+    try:
+        tag = ""
+        for line in IMAP_SCRIPT:  # one at a time, each after the previous reply
+            wire.send(line)
+            if re.match(r"a\d+ ", line):
+                tag = line.split(" ")[0]  # else: a literal, ending the command of ``tag``
+            while not wire.line().startswith(("+", f"{tag} ")):
+                pass
+        assert wire.until_closed() == []
+    finally:
+        wire.close()
+    uidvalidity = lab.store.uidvalidity(alice, "INBOX")
+    t = lab.transcript(server="imap.north.test").copy()
+    t = t[t["session"] == t["session"].iloc[-1]]
+    t["line"] = t["line"].str.replace(str(uidvalidity), "<uidvalidity>", regex=False)
+    assert rows(t) == GOLDEN_IMAP
+    box = lab.mailbox(alice)
+    assert box["subject"].tolist() == ["note"] and box["flags"].tolist() == ["\\Seen"]
