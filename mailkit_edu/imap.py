@@ -83,6 +83,7 @@ import dataclasses
 import enum
 import functools
 import hmac
+import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -364,8 +365,8 @@ class IMAPSession:
         After AUTHENTICATE without an initial response (:attr:`expecting_sasl`) and
         during IDLE (:attr:`idling`), ``data`` is one line, not a command.
         """
-        if data.endswith(b"\n") and not data.endswith(b"}\r\n"):
-            data = data.removesuffix(b"\n").removesuffix(b"\r")  # typed in a cell with CRLF
+        if data.endswith(b"\n") and data.count(b"\n") == 1:
+            data = data[:-1].removesuffix(b"\r")  # one line typed in a cell with its CRLF
         return self.receive_exact(data)
 
     def receive_exact(self, data: bytes) -> Response:
@@ -636,7 +637,7 @@ class IMAPSession:
             self.store.delete_folder(self.user, folder)
         except NoSuchFolder:
             raise IMAPError(f"no mailbox {to_wire(folder)}", "NONEXISTENT") from None
-        Subscriptions(self.store, self.user).unsubscribe(folder)
+        # The subscription stays (RFC 3501 §6.3.6): LSUB then shows the name \\Noselect.
         return self._done(cmd.tag, "DELETE completed")
 
     @command(AUTHENTICATED, SELECTED)
@@ -785,8 +786,9 @@ class IMAPSession:
     def imap_CLOSE(self, cmd: p.Close) -> Response:
         """CLOSE (RFC 3501 §6.4.2): expunge silently (unless read-only), then deselect."""
         selected = self._mailbox()
-        if not selected.read_only:
-            doomed = [info.uid for info in selected.messages if DELETED in info.flags]
+        if not selected.read_only:  # the flags as they are now, whoever set them
+            messages = self.store.messages(self.user, selected.folder)
+            doomed = [info.uid for info in messages if DELETED in info.flags]
             self.store.expunge(self.user, selected.folder, doomed)
         self.selected = None
         self.state = AUTHENTICATED
@@ -803,6 +805,7 @@ class IMAPSession:
     def imap_EXPUNGE(self, cmd: p.Expunge) -> Response:
         """EXPUNGE (RFC 3501 §6.4.3), and UID EXPUNGE set (RFC 4315 §2.1)."""
         selected = self._writable()
+        news = self._sync(expunges=True)  # first learn who set or cleared \\Deleted meanwhile
         doomed = [
             info.uid
             for info in selected.messages
@@ -810,7 +813,7 @@ class IMAPSession:
             and (cmd.sequence_set is None or self._in_uid_set(cmd.sequence_set, info.uid))
         ]
         removed = set(self.store.expunge(self.user, selected.folder, doomed))
-        return self._done(cmd.tag, "EXPUNGE completed", self._forget(removed))
+        return self._done(cmd.tag, "EXPUNGE completed", [*news, *self._forget(removed)])
 
     def _in_uid_set(self, sequence_set: p.SequenceSet, uid: int) -> bool:
         largest = self._mailbox().uids[-1] if self._mailbox().uids else 0
@@ -820,6 +823,7 @@ class IMAPSession:
     def imap_SEARCH(self, cmd: p.Search) -> Response:
         """[UID] SEARCH [CHARSET c] keys (RFC 3501 §6.4.4): the numbers (or UIDs) that match."""
         selected = self._mailbox()
+        news = self._sync(expunges=cmd.uid)  # search the flags as they are now
         matcher = _Matcher(self, selected)
         found = [
             str(info.uid if cmd.uid else number)
@@ -827,22 +831,28 @@ class IMAPSession:
             if matcher.matches(cmd.criteria, number, info)
         ]
         line = ("* SEARCH " + " ".join(found)).rstrip().encode()
-        return self._done(cmd.tag, "SEARCH completed", [line], expunges=cmd.uid)
+        return self._done(cmd.tag, "SEARCH completed", [*news, line], expunges=cmd.uid)
 
     @command(SELECTED)
     def imap_FETCH(self, cmd: p.Fetch) -> Response:
         """[UID] FETCH set (items) (RFC 3501 §6.4.5): the data of each message, in order."""
         selected = self._mailbox()
-        numbers = self._numbers(cmd.sequence_set, cmd.uid)
+        # The client's numbers mean the messages it knows; the flags it gets are the
+        # ones the store has now (RFC 3501 §7.4.1: no EXPUNGE during a FETCH by number).
+        if cmd.uid:
+            news = self._sync(expunges=True)
+            numbers = self._numbers(cmd.sequence_set, True)
+        else:
+            numbers = self._numbers(cmd.sequence_set, False)
+            news = self._sync(expunges=False)
         attributes = list(cmd.attributes)
         if cmd.uid and not any(a.name == "UID" for a in attributes):
             attributes.insert(0, p.FetchAttribute("UID"))  # RFC 3501 §6.4.8
         sets_seen = not selected.read_only and any(_sets_seen(a) for a in attributes)
         if sets_seen and not any(a.name == "FLAGS" for a in attributes):
             attributes.append(p.FetchAttribute("FLAGS"))  # tell the client about the new \Seen
-        return Response(
-            self._guarded_lines(cmd.tag, self._fetch_lines(cmd, numbers, attributes, sets_seen))
-        )
+        lines = self._fetch_lines(cmd, numbers, attributes, sets_seen)
+        return Response(self._guarded_lines(cmd.tag, itertools.chain(news, lines)))
 
     def _guarded_lines(self, tag: str, lines: Iterator[bytes]) -> Iterator[bytes]:
         """A lazy response that fails in the middle still ends with a tagged line."""
@@ -874,9 +884,10 @@ class IMAPSession:
                 except NoSuchMessage:
                     missing = True
                     continue
-            if sets_seen and SEEN not in info.flags:
-                info = _with_flags(info, info.flags | {SEEN})
-                selected.messages[number - 1] = info
+            if sets_seen:  # add_flags_many skips the messages that have it already
+                if SEEN not in info.flags:
+                    info = _with_flags(info, info.flags | {SEEN})
+                    selected.messages[number - 1] = info  # what the client is told
                 newly_seen.append(info.uid)
             items = [self._fetch_item(attribute, info, view) for attribute in attributes]
             yield b"* %d FETCH (" % number + b" ".join(items) + b")"
@@ -891,12 +902,9 @@ class IMAPSession:
         yield f"{cmd.tag} OK FETCH completed".encode()
 
     def _set_seen(self, uids: list[int]) -> None:
-        """Store the \\Seen that BODY[] gave, in one batch; the snapshot keeps our view."""
-        selected = self._mailbox()
-        for info in self.store.add_flags_many(self.user, selected.folder, uids, [SEEN]):
-            number = selected.number_of(info.uid)
-            if number is not None:
-                selected.messages[number - 1] = info
+        """Store the \\Seen that BODY[] gave, in one batch. The snapshot keeps what the
+        client was told, so the next check reports any other change made meanwhile."""
+        self.store.add_flags_many(self.user, self._mailbox().folder, uids, [SEEN])
 
     def _fetch_item(
         self, attribute: p.FetchAttribute, info: MessageInfo, view: MessageView | None
@@ -1102,11 +1110,16 @@ class IMAPSession:
     # ------------------------------------------------------------------ helpers
 
     def _folder(self, mailbox: str) -> str:
-        """The store folder for a mailbox name from the client; BAD if it cannot be one."""
+        """The store folder for a mailbox name from the client: NO [CANNOT] for a name the
+        store refuses (``a/b``, ``..``), BAD for one that is not modified UTF-7."""
         try:
             return to_store(mailbox)
         except MailboxNameError as error:
-            raise _bad(str(error)) from None
+            try:
+                p.decode_mutf7(mailbox)
+            except ValueError:  # not even modified UTF-7: a syntax error (RFC 3501 §5.1.3)
+                raise _bad(str(error)) from None
+            raise IMAPError(str(error), "CANNOT") from None  # a name the store refuses
 
     def _storable(self, flags: tuple[str, ...]) -> list[str]:
         """Flags a client may store: \\Recent is the server's (RFC 3501 §2.3.2)."""

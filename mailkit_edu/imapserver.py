@@ -192,10 +192,18 @@ class IMAPConnection(asyncio.Protocol):
         self.transport = None
 
     def hang_up(self) -> None:
-        """Close the connection (after LOGOUT, on abuse, or when the lab stops this server)."""
+        """Close the connection (after LOGOUT, on abuse, or when the lab stops this server).
+
+        A stopped server drops its connections at once, as a crashed one would: a
+        TLS connection is aborted rather than left waiting for the client's goodbye.
+        """
         self.closing = True
-        if self.transport is not None:
-            self.transport.close()
+        if self.transport is None:
+            return
+        if self.server.running:
+            self.transport.close()  # what we wrote still goes out first
+        else:
+            self.transport.abort()
 
     async def autologout(self) -> None:
         """RFC 3501 §5.4: close a connection idle for ``autologout`` seconds, with a BYE."""
@@ -262,10 +270,15 @@ class IMAPConnection(asyncio.Protocol):
             # The client may already be sending the literal (LITERAL+): its octets must
             # never be read as commands, so the connection ends here.
             self.record_client(raw, command=self.verb(line) if first else None)
-            self.send_lines([error.response().encode(), b"* BYE closing after a bad literal"])
+            why = "the command line was too long" if len(line) > MAX_LINE else "a bad literal"
+            self.send_lines([error.response().encode(), f"* BYE closing after {why}".encode()])
             self.hang_up()
             return
-        self.record_client(raw, command=self.verb(line) if first else None)
+        if first or not self.mask_literal:
+            self.record_client(raw, command=self.verb(line) if first else None)
+        else:  # the rest of a LOGIN or AUTHENTICATE after a literal: secret too
+            announcement = line[line.rfind(b"{") :].decode("ascii") if announced else ""
+            self.transcript.client(f"******** {announcement}".rstrip())
         if first:
             self.mask_literal = self.server.settings.mask_secrets and self.verb(line) in (
                 "LOGIN",

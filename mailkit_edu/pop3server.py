@@ -147,9 +147,17 @@ class POP3Connection(asyncio.Protocol):
         self.transport = None
 
     def hang_up(self) -> None:
-        """Close the connection (after QUIT, on abuse, or when the lab stops this server)."""
-        if self.transport is not None:
-            self.transport.close()
+        """Close the connection (after QUIT, on abuse, or when the lab stops this server).
+
+        A stopped server drops its connections at once, as a crashed one would: a
+        TLS connection is aborted rather than left waiting for the client's goodbye.
+        """
+        if self.transport is None:
+            return
+        if self.server.running:
+            self.transport.close()  # what we wrote still goes out first
+        else:
+            self.transport.abort()
 
     async def autologout(self) -> None:
         """RFC 1939 §3: close a connection idle for ``autologout`` seconds, without a

@@ -930,6 +930,24 @@ def test_create_in_selected_state_and_modified_utf7_names(store):
 
 
 @readonly
+@pytest.mark.parametrize("name", ['"a/b"', "a..b", '"Work%"'])
+def test_a_name_the_store_refuses_is_no_cannot_not_bad(store, name):
+    """RFC 3501 §6.3.3: a CREATE the server cannot do is NO; BAD is for syntax errors
+    (and ten BADs in a row would end the session)."""
+    session = logged_in(store)
+    for tag in ("c1", "c2"):
+        lines = run(session, f"{tag} CREATE {name}")
+        assert len(lines) == 1 and lines[0].startswith(f"{tag} NO [CANNOT]"), lines
+    assert not any("/" in f or ".." in f or "%" in f for f in store.folders(ALICE))
+
+
+@readonly
+def test_a_name_that_is_not_modified_utf7_is_bad(store):
+    lines = run(logged_in(store), "c1 CREATE &Jjo")  # an unterminated base64 run
+    assert len(lines) == 1 and lines[0].startswith("c1 BAD "), lines
+
+
+@readonly
 @pytest.mark.parametrize("name", ["INBOX", "inbox", "Sent"])
 def test_create_an_existing_mailbox_is_no(store, name):
     lines = run(logged_in(store), f"c1 CREATE {name}")
