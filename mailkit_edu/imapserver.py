@@ -432,8 +432,8 @@ class IMAPConnection(asyncio.Protocol):
     def verb(line: bytes) -> str | None:
         """The command name of a command line ("FETCH", "UID FETCH"), for the transcript."""
         words = line.split(b" ", 3)
-        if len(words) < 2:
-            return None
+        if len(words) < 2 or command_tag(words[0]) is None:
+            return None  # no valid tag: not a command
         name = words[1].upper()
         if name == b"UID" and len(words) > 2:
             name += b" " + words[2].upper().split(b"\r")[0]
