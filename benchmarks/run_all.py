@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/run_all.py            # all six (about 3-5 minutes)
+    .venv/bin/python benchmarks/run_all.py            # all seven (about 3-5 minutes)
     .venv/bin/python benchmarks/run_all.py latency    # only those whose name matches
 
 Each benchmark prints its figures, its same-run baseline and a PASS/FAIL line against
@@ -28,6 +28,7 @@ import bench_pop3  # noqa: E402
 import bench_startup  # noqa: E402
 import bench_throughput  # noqa: E402
 import bench_transcript  # noqa: E402
+import bench_widgets  # noqa: E402
 from _common import Result  # noqa: E402
 
 BENCHMARKS = {
@@ -37,6 +38,7 @@ BENCHMARKS = {
     "transcript": bench_transcript,
     "pop3": bench_pop3,
     "imap": bench_imap,
+    "widgets": bench_widgets,
 }
 
 

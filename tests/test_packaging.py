@@ -75,6 +75,9 @@ LAYERS = {
         "transcript",
     },
     "cli": {"lab", "__version__"},
+    # The journey of a message: reads the transcript (a DataFrame) and the store's files;
+    # pure, so a notebook or a grader can use it without widgets.
+    "journey": {"store", "transcript"},
 }
 NEVER = {"ipywidgets", "IPython"}
 NO_IO = {"asyncio", "socket"}
