@@ -351,13 +351,15 @@ class IMAPConnection(asyncio.Protocol):
             self.waiting = True
             self.loop.create_task(self.respond_later(response))
             return
+        if response.idle:
+            self.start_idling()  # before "+ idling" goes out: no change may slip between
         self.send_lines(response.lines)
         self.after(response)
 
     def after(self, response: Response) -> None:
         if response.close:
             self.hang_up()
-        elif response.idle:
+        elif response.idle and self not in self.server.idlers:
             self.start_idling()
 
     async def respond_later(self, response: Response) -> None:
