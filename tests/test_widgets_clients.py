@@ -110,6 +110,22 @@ def test_a_stopped_msa_and_a_too_big_message_are_explained():
         assert subjects(lab, CAROL) == ["big"]
 
 
+def test_a_wrong_password_is_explained_in_plain_words(lab):
+    window = Compose(lab, ALICE, to=CAROL, subject="s", body="b", password="not-it")
+    window.send_button.click()
+    assert window.last_result.code == 535
+    assert "535" in window.status.value and "password" in window.status.value.lower()
+    inbox = Inbox(lab, CAROL, "IMAP", password="not-it")
+    widgets.strict(False)
+    inbox.check_button.click()
+    assert "imap.south.test" in inbox.errors.text
+    assert "password" in inbox.errors.text.lower() or "AUTHENTICATIONFAILED" in inbox.errors.text
+    inbox.protocol.value = "POP3"
+    inbox.check_button.click()
+    assert "pop3.south.test" in inbox.errors.text
+    inbox.close()
+
+
 def test_new_message_clears_the_fields_but_not_the_sender(lab):
     window = compose(lab, sender=BOB, to=CAROL, subject="s", body="b")
     window.attach("a.bin", b"\0\1")

@@ -48,9 +48,12 @@ class Compose(WidgetBase):
         to: str = "",
         subject: str = "",
         body: str = "",
+        password: str | None = None,
     ) -> None:
         super().__init__()
         self.lab = lab
+        #: The password to log in with; None: the account's password in the lab.
+        self.password = password
         addresses = list(lab.accounts["address"])
         self.sender = css(
             widgets.Dropdown(
@@ -139,7 +142,7 @@ class Compose(WidgetBase):
         result = mua.send(
             self.lab,
             sender,
-            self.lab.account(sender).password,
+            self.password if self.password is not None else self.lab.account(sender).password,
             to=self.to.value,
             cc=self.cc.value,
             bcc=self.bcc.value,

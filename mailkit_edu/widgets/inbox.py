@@ -51,14 +51,20 @@ class Inbox(WidgetBase):
     """The mailbox of ``address`` in ``lab``, read over POP3 or IMAP."""
 
     def __init__(
-        self, lab: Lab, address: str, protocol: str = "IMAP", *, interval: int = 10
+        self,
+        lab: Lab,
+        address: str,
+        protocol: str = "IMAP",
+        *,
+        interval: int = 10,
+        password: str | None = None,
     ) -> None:
         super().__init__()
         if protocol.upper() not in PROTOCOLS:
             raise ValueError(f"protocol is IMAP or POP3, not {protocol!r}")
         self.lab = lab
         self.address = address.lower()
-        self.password = lab.account(self.address).password
+        self.password = password if password is not None else lab.account(self.address).password
         self.domain = self.address.rpartition("@")[2]
         #: POP3: the messages downloaded so far, by UIDL (this "device's" local copy).
         self.local: dict[str, mua.MessageSummary] = {}
