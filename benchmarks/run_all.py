@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/run_all.py            # all seven (about 3-5 minutes)
+    .venv/bin/python benchmarks/run_all.py            # all of them (about 5 minutes)
     .venv/bin/python benchmarks/run_all.py latency    # only those whose name matches
 
 Each benchmark prints its figures, its same-run baseline and a PASS/FAIL line against
@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_imap  # noqa: E402
+import bench_inbox  # noqa: E402
 import bench_latency  # noqa: E402
 import bench_pop3  # noqa: E402
 import bench_startup  # noqa: E402
@@ -39,6 +40,7 @@ BENCHMARKS = {
     "pop3": bench_pop3,
     "imap": bench_imap,
     "widgets": bench_widgets,
+    "inbox": bench_inbox,
 }
 
 
