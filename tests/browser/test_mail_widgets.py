@@ -59,6 +59,10 @@ def test_send_check_and_download_with_pop3(page, jupyter_lab, artifacts):
     page.set_viewport_size({"width": 1400, "height": 1500})
     page.locator(".mk-compose").scroll_into_view_if_needed()
     page.screenshot(path=str(artifacts / "compose_inbox_transcript.png"))
+    # The widgets alone (the README's picture: docs/images/widgets.png).
+    page.locator(".jp-OutputArea-output", has=page.locator(".mk-compose")).screenshot(
+        path=str(artifacts / "widgets.png")
+    )
     page.set_viewport_size({"width": 1280, "height": 800})
 
     # POP3 without a copy on the server: downloaded here, gone there.
