@@ -30,14 +30,14 @@ import asyncio
 import contextlib
 import socket
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from .imap import IMAPSession, RecentFlags, Response
 from .imapparse import MAX_LINE, ParseError, command_tag, literal_at_end
-from .listener import Listener
-from .store import Store
-from .transcript import SessionLog, Transcript, clip, decode_line
+from .listener import MailboxListener
+from .transcript import SessionLog, clip, decode_line
 
 __all__ = ["AUTOLOGOUT", "IMAPConnection", "IMAPServer", "IMAPSettings"]
 
@@ -65,36 +65,15 @@ class IMAPSettings:
     autologout: float = AUTOLOGOUT
 
 
-class IMAPServer(Listener):
+class IMAPServer(MailboxListener):
     """One IMAP listener of the lab, for one domain's accounts, on the lab's loop."""
 
     role = "imap"
     protocol = "IMAP"
+    settings: IMAPSettings
 
-    def __init__(
-        self,
-        *,
-        name: str,
-        domain: str,
-        store: Store,
-        passwords: Mapping[str, str],
-        transcript: Transcript,
-        settings: IMAPSettings,
-        tls_context: ssl.SSLContext | None,
-        host: str = "127.0.0.1",
-        port: int = 0,
-    ) -> None:
-        super().__init__(
-            name=name,
-            domain=domain,
-            transcript=transcript,
-            tls_context=tls_context,
-            host=host,
-            port=port,
-        )
-        self.store = store
-        self.passwords = passwords
-        self.settings = settings
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
         #: Who saw which message first (\\Recent), shared by this server's sessions.
         self.recent = RecentFlags()
         #: The connections now in IDLE, to push news to.

@@ -22,12 +22,13 @@ from __future__ import annotations
 import abc
 import asyncio
 import ssl
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from .faults import Faults
 from .transcript import Transcript
 
-__all__ = ["Connection", "Listener"]
+__all__ = ["Connection", "Listener", "MailboxListener"]
 
 
 class Connection(Protocol):
@@ -91,3 +92,37 @@ class Listener(abc.ABC):
         for connection in list(self.connections):
             connection.hang_up()
         await server.wait_closed()
+
+
+class MailboxListener(Listener):
+    """A listener that serves one domain's mailboxes from the store (POP3 and IMAP).
+
+    ``store`` is the lab's :class:`~mailkit_edu.store.Store`, ``passwords`` maps each
+    address of the domain to its password, ``settings`` are the protocol's knobs
+    (``require_tls``, ``mask_secrets``, ``auth_failure_delay``, ``autologout``).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        domain: str,
+        store: Any,
+        passwords: Mapping[str, str],
+        transcript: Transcript,
+        settings: Any,
+        tls_context: ssl.SSLContext | None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        super().__init__(
+            name=name,
+            domain=domain,
+            transcript=transcript,
+            tls_context=tls_context,
+            host=host,
+            port=port,
+        )
+        self.store = store
+        self.passwords = passwords
+        self.settings = settings

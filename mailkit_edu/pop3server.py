@@ -24,13 +24,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from .listener import Listener
+from .listener import MailboxListener
 from .pop3 import MaildropLocks, POP3Session, Response
-from .store import Store
-from .transcript import SessionLog, Transcript, clip, decode_line
+from .transcript import SessionLog, clip, decode_line
 
 __all__ = ["AUTOLOGOUT", "POP3Connection", "POP3Server", "POP3Settings"]
 
@@ -54,36 +53,15 @@ class POP3Settings:
     autologout: float = AUTOLOGOUT
 
 
-class POP3Server(Listener):
+class POP3Server(MailboxListener):
     """One POP3 listener of the lab, for one domain's accounts, on the lab's loop."""
 
     role = "pop3"
     protocol = "POP3"
+    settings: POP3Settings
 
-    def __init__(
-        self,
-        *,
-        name: str,
-        domain: str,
-        store: Store,
-        passwords: Mapping[str, str],
-        transcript: Transcript,
-        settings: POP3Settings,
-        tls_context: ssl.SSLContext | None,
-        host: str = "127.0.0.1",
-        port: int = 0,
-    ) -> None:
-        super().__init__(
-            name=name,
-            domain=domain,
-            transcript=transcript,
-            tls_context=tls_context,
-            host=host,
-            port=port,
-        )
-        self.store = store
-        self.passwords = passwords
-        self.settings = settings
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
         #: One lock per maildrop, shared by every session of this server (RFC 1939 §8).
         self.locks = MaildropLocks()
 
