@@ -406,20 +406,27 @@ class Lab:
         """Messages waiting in the relay queue, with their attempts and last error."""
         return self.relay.frame()
 
-    def wait_for_mail(self, address: str, count: int = 1, timeout: float = 10.0) -> pd.DataFrame:
+    def wait_for_mail(
+        self, address: str, count: int = 1, timeout: float = 10.0, *, folder: str | None = None
+    ) -> pd.DataFrame:
         """Wait until ``address`` has at least ``count`` messages; return its mailbox.
 
-        Raises ``TimeoutError`` with what the queue says if the mail does not come.
+        ``folder`` counts only that folder (e.g. ``"INBOX"``); by default every folder
+        counts (Sent, Drafts, … too). Raises ``TimeoutError`` with what the queue says
+        if the mail does not come.
         """
         deadline = time.monotonic() + timeout
         while True:
             frame = self.mailbox(address)
-            if len(frame) >= count:
+            counted = frame if folder is None else frame[frame["folder"] == folder]
+            if len(counted) >= count:
                 return frame
             if time.monotonic() >= deadline:
                 waiting = self.queue()
+                where = "" if folder is None else f" in {folder}"
                 raise TimeoutError(
-                    f"{address} has {len(frame)} message(s), expected {count}, after {timeout} s; "
+                    f"{address} has {len(counted)} message(s){where}, expected {count}, "
+                    f"after {timeout} s; "
                     f"queue: {waiting.to_dict('records') if len(waiting) else 'empty'}"
                 )
             time.sleep(0.02)

@@ -424,7 +424,7 @@ class Relay:
         self.entries: dict[str, QueuedMessage] = {}
         self._tasks: dict[str, asyncio.Task] = {}
         self._dns_cache: dict[tuple[str, str], tuple[float, Any]] = {}
-        self._idle: dict[tuple[str, int], list[SMTPClient]] = {}
+        self._idle: dict[tuple[str, int, str], list[SMTPClient]] = {}  # (MX, port, EHLO name)
         self._closing: set[asyncio.Task] = set()
         self._wake: asyncio.Event | None = None
 
@@ -586,7 +586,10 @@ class Relay:
             except _Temporary as error:
                 problems.append(error.diagnostic)
                 continue
-            key = (address, port)
+            # One cache per MX *and* per name we greeted it with: each MSA relays as
+            # itself, so a message from msa.south.test never rides a connection
+            # that said EHLO msa.north.test (its Received: line would lie).
+            key = (address, port, helo)
             client = self._take_idle(key)
             if client is not None:  # the connection cache: no connect, greeting or EHLO
                 try:
@@ -619,7 +622,7 @@ class Relay:
             raise refused
         raise _Temporary("4.4.1", "; ".join(problems) or f"no mail server for {domain}")
 
-    def _take_idle(self, key: tuple[str, int]) -> SMTPClient | None:
+    def _take_idle(self, key: tuple[str, int, str]) -> SMTPClient | None:
         idle = self._idle.get(key)
         if not idle:
             return None
@@ -627,7 +630,7 @@ class Relay:
         client.idle_token += 1  # cancels its pending expiry
         return client
 
-    def _keep(self, key: tuple[str, int], client: SMTPClient) -> None:
+    def _keep(self, key: tuple[str, int, str], client: SMTPClient) -> None:
         """Keep a connection for the next message to the same MX, for a short while."""
         client.idle_token += 1
         self._idle.setdefault(key, []).append(client)
@@ -635,7 +638,7 @@ class Relay:
             CONNECTION_REUSE_SECONDS, self._expire, key, client, client.idle_token
         )
 
-    def _expire(self, key: tuple[str, int], client: SMTPClient, token: int) -> None:
+    def _expire(self, key: tuple[str, int, str], client: SMTPClient, token: int) -> None:
         idle = self._idle.get(key, [])
         if client.idle_token == token and client in idle:
             idle.remove(client)

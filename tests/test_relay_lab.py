@@ -14,7 +14,7 @@ import mailkit_edu as mk
 from mailkit_edu.relay import DNS_CACHE_SECONDS
 
 from .conftest import FAST, lab_threads
-from .test_smtp_lab import ALICE, BOB, CAROL, message, password, submit, wait_for_subject
+from .test_smtp_lab import ALICE, BOB, CAROL, DAVE, message, password, submit, wait_for_subject
 
 
 def wait_until(condition, timeout: float = 10.0, what: str = "condition"):
@@ -278,6 +278,22 @@ def test_relay_reuses_its_connection_and_caches_dns(fresh_lab):
     assert commands[-1] == "QUIT"
     questions = lab.transcript(protocol="DNS")["line"].tolist()
     assert questions.count("south.test. IN MX?") == 1
+
+
+def test_a_cached_connection_is_never_reused_under_another_msa_name(fresh_lab):
+    """The relay keeps its MX connection for the next message, but only for mail from
+    the same MSA: Carol's message (msa.south.test) must not ride the connection that
+    greeted mx.south.test as msa.north.test, or its Received: line would lie."""
+    lab = fresh_lab
+    submit(lab, ALICE, [CAROL], message(ALICE, CAROL, "from north"))
+    wait_for_subject(lab, CAROL, "from north")
+    submit(lab, CAROL, [DAVE], message(CAROL, DAVE, "from south"))  # within the 2 s reuse
+    stored = wait_for_subject(lab, DAVE, "from south")
+    received = [value for name, value in stored.items() if name.lower() == "received"]
+    assert "from msa.south.test" in received[0] and "msa.north.test" not in received[0]
+    mx = lab.transcript(server="mx.south.test")
+    ehlo = mx[mx["command"] == "EHLO"]["line"].tolist()
+    assert ehlo == ["EHLO msa.north.test", "EHLO msa.south.test"]
 
 
 def test_a_zone_change_reaches_the_relay(fresh_lab):
