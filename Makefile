@@ -8,13 +8,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: lab test lint nav bench clean help
+.PHONY: lab test lint nav exercises bench clean help
 
 help:
 	@echo "make lab    - install into $(VENV) and open JupyterLab on notebooks/"
 	@echo "make test   - install test extras into $(VENV) and run every test"
 	@echo "make lint   - ruff over the package, tests and benchmarks"
 	@echo "make nav    - rewrite the navigation cells of the chapters (after adding one)"
+	@echo "make exercises - regenerate exercises/ and solutions/ from source/ (nbgrader)"
 	@echo "make bench  - run the benchmarks (prints figures and ratios)"
 
 $(BIN)/python:
@@ -42,6 +43,11 @@ test: $(VENV)/.installed-test
 
 nav: $(VENV)/.installed-lab
 	$(BIN)/python -m mailkit_edu.course notebooks
+
+# The graded exercises: source/ is the one source; nbgrader writes exercises/ (stubs,
+# visible tests) and solutions/. tests/test_grading.py fails when they differ from it.
+exercises: $(VENV)/.installed-test
+	$(BIN)/python -m mailkit_edu.grading generate
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check mailkit_edu tests benchmarks

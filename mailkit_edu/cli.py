@@ -1,10 +1,13 @@
-"""The command line: ``mailkit-edu serve`` runs a lab in the foreground.
+"""The command line: ``mailkit-edu serve`` runs a lab; ``mailkit-edu grade`` grades a class.
 
 Role
     So that real clients (curl, swaks, mutt, Thunderbird) can be pointed at the
     lab's servers, ``serve`` starts a lab, prints its servers and accounts (as
     tables, or as JSON with ``--json``) and runs until Ctrl-C or SIGTERM, then
     stops the lab cleanly.
+
+    ``grade SUBMISSIONS_DIR`` runs every submitted exercise notebook against a fresh
+    lab of its own and writes the scores and feedback (:mod:`mailkit_edu.grading`).
 
 This module must not import ipywidgets.
 """
@@ -17,8 +20,10 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import __version__
+from .grading import CELL_TIMEOUT, NOTEBOOK_TIMEOUT
 from .lab import LabError, start_lab
 
 __all__ = ["main"]
@@ -39,11 +44,56 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--mask-secrets", action="store_true", help="hide passwords in the transcript"
     )
+    grade = commands.add_parser(
+        "grade",
+        help="grade a folder of submitted exercise notebooks (one folder per student)",
+        description="Run every <student>/.../<exercise>.ipynb with its test cells restored "
+        "from the source, each in a fresh kernel with its own lab; write scores.csv, "
+        "totals.csv and feedback/<student>.md.",
+    )
+    grade.add_argument("submissions", type=Path, help="SUBMISSIONS_DIR: one folder per student")
+    grade.add_argument("--out", type=Path, default=Path("grades"), help="where to write (./grades)")
+    grade.add_argument("--jobs", type=int, default=2, help="notebooks graded at once (2)")
+    grade.add_argument(
+        "--timeout", type=float, default=NOTEBOOK_TIMEOUT, help="seconds per notebook (%(default)g)"
+    )
+    grade.add_argument(
+        "--cell-timeout", type=float, default=CELL_TIMEOUT, help="seconds per cell (%(default)g)"
+    )
+    grade.add_argument("--source", type=Path, help="the source notebooks (default: source/)")
     return parser
+
+
+def _grade(args: argparse.Namespace) -> int:
+    from . import grading
+
+    if not args.submissions.is_dir():
+        print(f"mailkit-edu: {args.submissions} is not a folder", file=sys.stderr)
+        return 1
+    try:
+        scores = grading.grade(
+            args.submissions,
+            args.out,
+            source=args.source,
+            jobs=args.jobs,
+            timeout=args.timeout,
+            cell_timeout=args.cell_timeout,
+            progress=lambda line: print(line, flush=True),
+        )
+    except RuntimeError as error:
+        print(f"mailkit-edu: {error}", file=sys.stderr)
+        return 1
+    totals = grading.totals(scores)
+    print()
+    print(totals.to_string() if len(totals) else "no submissions found")
+    print(f"\nscores: {args.out / 'scores.csv'}; feedback: {args.out / 'feedback'}/")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "grade":
+        return _grade(args)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:

@@ -74,13 +74,16 @@ LAYERS = {
         "tls",
         "transcript",
     },
-    "cli": {"lab", "__version__"},
+    "cli": {"lab", "grading", "__version__"},
     # The journey of a message: reads the transcript (a DataFrame) and the store's files;
     # pure, so a notebook or a grader can use it without widgets.
     "journey": {"store", "transcript"},
     # The MUA knows only sockets and the stdlib clients: nothing of the package, not
     # even the lab (it takes a lab by duck typing), so it works with any mail server.
     "mua": set(),
+    # Graded exercises: generates them with nbgrader, checks answers, grades a class in
+    # worker processes; it knows the course's chapters, nothing of the servers.
+    "grading": {"course"},
 }
 NEVER = {"ipywidgets", "IPython"}
 NO_IO = {"asyncio", "socket"}
