@@ -195,6 +195,7 @@ def fetch_new(host, port, user, password, seen):
     return new
 """
 HANGS = "def list_uidls(host, port, user, password):\n    while True:\n        pass\n"
+SMTP = "02-smtp-client"
 
 
 @pytest.fixture(scope="module")
@@ -203,12 +204,22 @@ def graded(tmp_path_factory):
     blank exercise ("blank"), and for exercise 08 one student per kind of trouble."""
     folder = tmp_path_factory.mktemp("submissions")
     out = tmp_path_factory.mktemp("grades")
-    right = answer_sources(POP3)
+    right, smtp = answer_sources(POP3), answer_sources(SMTP)
+    mail_from = '            command(f"MAIL FROM:<{sender}>", 250)\n'
+    assert mail_from in smtp["answer-smtp-send"]
+    rcpt_first = (
+        smtp["answer-smtp-send"]
+        .replace(mail_from, "")
+        .replace('            command("DATA", 354)', mail_from + '            command("DATA", 354)')
+    )
     snoop = f"open({str(folder / 'right' / (POP3 + '.ipynb'))!r}).read()"
     students: dict[str, dict[str, dict]] = {
         "right": {n: load(ROOT / grading.SOLUTIONS / n / f"{n}.ipynb") for n in NAMES},
         "blank": {n: load(ROOT / grading.EXERCISES / n / f"{n}.ipynb") for n in NAMES},
-        "wrong": {POP3: submission(POP3, {**right, "answer-fetch-new": DELETES})},
+        "wrong": {
+            POP3: submission(POP3, {**right, "answer-fetch-new": DELETES}),
+            SMTP: submission(SMTP, {**smtp, "answer-smtp-send": rcpt_first}),
+        },
         "partial": {POP3: submission(POP3, {"answer-list-uidls": right["answer-list-uidls"]})},
         "hanging": {POP3: submission(POP3, {**right, "answer-list-uidls": HANGS})},
         # Megabytes of output and a peek at another student's notebook, then a crash
@@ -272,6 +283,16 @@ def test_each_kind_of_submission_gets_its_expected_score(graded):
         got[("right", n)] for n in NAMES
     )
     assert "right" in stdout and "total" in stdout
+    assert got[("wrong", SMTP)] == 2  # read_reply and dot_stuff are right
+
+
+def test_a_learner_reads_what_went_wrong_in_words(graded):
+    """RCPT before MAIL: the verdict names the 503 and the order of the commands."""
+    scores, _, _ = graded
+    note = scores.set_index(["student", "exercise", "cell"]).loc[
+        ("wrong", SMTP, "test-smtp-send"), "note"
+    ]
+    assert "503" in note and "the order is EHLO, AUTH, MAIL FROM, RCPT TO, DATA" in note
 
 
 def test_manual_questions_wait_for_a_person(graded):
