@@ -61,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
         "--cell-timeout", type=float, default=CELL_TIMEOUT, help="seconds per cell (%(default)g)"
     )
     grade.add_argument("--source", type=Path, help="the source notebooks (default: source/)")
+    grade.add_argument(
+        "--engine",
+        choices=["auto", "nbgrader", "builtin"],
+        default="auto",
+        help="nbgrader's autograde, or the same rules without it (auto: nbgrader if installed)",
+    )
     return parser
 
 
@@ -78,6 +84,7 @@ def _grade(args: argparse.Namespace) -> int:
             jobs=args.jobs,
             timeout=args.timeout,
             cell_timeout=args.cell_timeout,
+            engine=args.engine,
             progress=lambda line: print(line, flush=True),
         )
     except RuntimeError as error:

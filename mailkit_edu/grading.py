@@ -21,10 +21,15 @@ Role
       result is ``scores.csv`` (student, exercise, cell, points, max, status, note),
       ``totals.csv`` (a student × exercise table) and ``feedback/<student>.md``.
 
-    These are nbgrader's rules (OverwriteCells, Execute with ``allow_errors`` and
-    ``interrupt_on_timeout``, LimitOutput, a grade cell scores when it has no error
-    output, a manually graded answer waits for a person), applied without nbgrader's
-    gradebook database.
+    Where nbgrader is installed, the scores come from nbgrader's own ``autograde`` and
+    gradebook (one small course folder per notebook, so notebooks stay apart and run in
+    parallel). Without it — or for a notebook whose kernel died under nbgrader, which
+    then drops the notebook whole — a runner of ours applies the same rules: test cells
+    put back by ``grade_id`` (OverwriteCells), every cell run with errors allowed and
+    interrupted at its time limit (Execute), long output cut (LimitOutput), a test cell
+    scores its points when it ends without an error, an answer a person must read waits
+    for one. Unlike nbgrader's, it also keeps what ran before a crash or the notebook's
+    time limit.
 
     Learners need none of nbgrader: the self-check helpers import only the standard
     library. Generating and ``--engine nbgrader`` need ``pip install .[grading]``.
@@ -39,6 +44,7 @@ import concurrent.futures
 import contextlib
 import copy
 import filecmp
+import importlib.util
 import json
 import os
 import shutil
@@ -561,6 +567,78 @@ def _execute(job: dict) -> None:
         Path(job["graded"]).write_text(nbformat.writes(notebook), encoding="utf-8")
 
 
+def _autograde_or_execute(job: dict) -> None:
+    """Grade with nbgrader's autograde; if it cannot finish, with :func:`_execute`."""
+    try:
+        _autograde(job)
+    except Exception as error:
+        with open(job["log"], "a", encoding="utf-8") as log:
+            text = str(error).strip()
+            why = "its kernel died" if "Kernel died" in text else text.splitlines()[-1][:300]
+            note = (
+                f"nbgrader's autograde gave up ({why}); "
+                "graded by mailkit-edu's own runner, with the same rules"
+            )
+            log.write(json.dumps({"note": note}) + "\n")
+        _execute(job)
+
+
+def _autograde(job: dict) -> None:
+    """nbgrader's ``generate_assignment`` and ``autograde`` in ``job["course"]``; the
+    scores from its gradebook, one JSON line per graded cell to ``job["log"]``."""
+    import nbformat
+    from nbgrader.api import Gradebook
+    from nbgrader.converters import Autograde, GenerateAssignment
+    from nbgrader.coursedir import CourseDirectory
+    from nbgrader.utils import capture_log, temp_attrs
+    from traitlets.config import Config
+
+    _alembic_in_process()
+    os.environ["IPYTHONDIR"] = job["ipython_dir"]  # the read guard, in nbgrader's kernel too
+    course, exercise, student = Path(job["course"]), job["exercise"], job["student"]
+    config = Config()
+    config.CourseDirectory.root = str(course)
+    config.CourseDirectory.db_url = f"sqlite:///{course}/gradebook.db"
+    config.Execute.timeout = int(job["cell_timeout"])
+    config.Execute.interrupt_on_timeout = True
+    config.OverwriteCells.add_missing_cells = True
+    config.LimitOutput.max_lines = 200
+    coursedir = CourseDirectory(config=config)
+    for converter, student_id in ((GenerateAssignment, "."), (Autograde, student)):
+        with temp_attrs(coursedir, assignment_id=exercise, student_id=student_id):
+            app = converter(coursedir=coursedir, config=config)
+            app.force = True
+            result = capture_log(app)
+        if not result["success"]:
+            raise RuntimeError(f"{result.get('log', '')}\n{result.get('error') or ''}")
+    graded = course / "autograded" / student / exercise / f"{exercise}.ipynb"
+    notebook = nbformat.read(graded, as_version=4)
+    cells = {cell_key(c): c for c in notebook.cells}
+    with Gradebook(config.CourseDirectory.db_url) as gradebook, open(job["log"], "a") as log:
+        found = gradebook.find_submission_notebook(exercise, exercise, student)
+        for grade in found.grades:
+            if grade.needs_manual_grade and grade.cell.cell_type == "markdown":
+                continue
+            outputs = cells.get(grade.name, {}).get("outputs", [])
+            timeout = any(o.get("ename") == "CellTimeoutError" for o in outputs)
+            if grade.auto_score == grade.max_score:
+                outcome = CellOutcome(grade.name, "ok")
+            elif timeout:
+                outcome = CellOutcome(
+                    grade.name, "timeout", f"did not finish within {job['cell_timeout']:g} s"
+                )
+            else:
+                outcome = CellOutcome(grade.name, "error", _error_text(outputs) or "no points")
+            log.write(json.dumps(asdict(outcome)) + "\n")
+    for cell in notebook.cells:  # nbgrader cuts lines, not one long line
+        for output in cell.get("outputs", []):
+            if len(output.get("text", "")) > OUTPUT_LIMIT:
+                output["text"] = (
+                    output["text"][:OUTPUT_LIMIT] + "\n… output cut by mailkit-edu grade …\n"
+                )
+    Path(job["graded"]).write_text(nbformat.writes(notebook), encoding="utf-8")
+
+
 # -- grading a class --------------------------------------------------------------------------
 
 
@@ -619,24 +697,29 @@ def _run_worker(job: dict, hard_limit: float) -> str:
     return f"stopped after {hard_limit:g} s (the notebook did not give up the kernel)"
 
 
-def _outcomes(log: Path) -> dict[str, CellOutcome]:
-    outcomes = {}
+def _outcomes(log: Path) -> tuple[dict[str, CellOutcome], list[str]]:
+    """The cells' outcomes a worker wrote to ``log``, and its notes."""
+    outcomes, notes = {}, []
     if log.exists():
         for line in log.read_text(encoding="utf-8").splitlines():
             data = json.loads(line)
             if "key" in data:
                 outcomes[data["key"]] = CellOutcome(**data)
-    return outcomes
+            elif "note" in data:
+                notes.append(data["note"])
+    return outcomes, notes
 
 
 def _grade_one(
     item: Submission,
+    source_path: Path,
     source: dict,
     scratch: Path,
     out: Path,
     deny: list[str],
     cell_timeout: float,
     timeout: float,
+    engine: str,
 ) -> list[dict]:
     """Grade one submission; its score rows."""
     rows: list[dict] = []
@@ -668,12 +751,24 @@ def _grade_one(
             "ipython_dir": str(own / "ipython"),
             "timeout": timeout,
             "cell_timeout": cell_timeout,
+            "engine": engine,
+            "student": item.student,
+            "exercise": item.exercise,
+            "course": str(own / "course"),
         }
+        if engine == "nbgrader":  # nbgrader's course layout: source/ and submitted/
+            course = own / "course"
+            for folder, name in ((SOURCE, "."), ("submitted", item.student)):
+                (course / folder / name / item.exercise).mkdir(parents=True)
+            shutil.copy(source_path, course / SOURCE / item.exercise)
+            target = course / "submitted" / item.student / item.exercise
+            (target / f"{item.exercise}.ipynb").write_text(json.dumps(submitted), encoding="utf-8")
         Path(job["log"]).touch()
         stopped = _run_worker(job, timeout + KILL_GRACE)
         if stopped:
             item.notes.append(stopped)
-        outcomes = _outcomes(Path(job["log"]))
+        outcomes, notes = _outcomes(Path(job["log"]))
+        item.notes.extend(notes)
         died = [o.key for o in outcomes.values() if o.message == KERNEL_DIED]
         if died:
             item.notes.append(
@@ -722,6 +817,7 @@ def grade(
     jobs: int = 2,
     timeout: float = NOTEBOOK_TIMEOUT,
     cell_timeout: float = CELL_TIMEOUT,
+    engine: str = "auto",
     progress: Callable[[str], None] | None = None,
 ) -> Any:
     """Grade every notebook under ``submissions``; write ``out/scores.csv`` and feedback.
@@ -729,16 +825,20 @@ def grade(
     Returns the scores as a pandas DataFrame (one row per student, exercise and graded
     cell). A notebook that hangs, crashes its kernel, deletes cells, prints megabytes or
     reads other students' files is graded as far as it goes, with a note; it never
-    stops the rest of the batch.
+    stops the rest of the batch. ``engine``: ``"nbgrader"`` (nbgrader's autograde and
+    gradebook, one course folder per notebook), ``"builtin"`` (the same rules without
+    nbgrader) or ``"auto"`` (nbgrader where it is installed).
     """
     import pandas as pd
 
     submissions, out = Path(submissions).resolve(), Path(out).resolve()
     source = (source or course_root() / SOURCE).resolve()
-    sources = {
-        name: json.loads(path.read_text(encoding="utf-8"))
-        for name, path in exercises(source).items()
-    }
+    paths = exercises(source)
+    sources = {name: json.loads(path.read_text(encoding="utf-8")) for name, path in paths.items()}
+    if engine == "auto":
+        engine = "nbgrader" if importlib.util.find_spec("nbgrader") else "builtin"
+    if engine not in ("nbgrader", "builtin"):
+        raise ValueError(f"engine is 'auto', 'nbgrader' or 'builtin', not {engine!r}")
     if not sources:
         raise RuntimeError(f"no source notebooks in {source} (source/<exercise>/<exercise>.ipynb)")
     found, unknown = find_submissions(submissions, sources)
@@ -750,7 +850,15 @@ def grade(
 
         def one(item: Submission) -> list[dict]:
             result = _grade_one(
-                item, sources[item.exercise], Path(scratch), out, deny, cell_timeout, timeout
+                item,
+                paths[item.exercise],
+                sources[item.exercise],
+                Path(scratch),
+                out,
+                deny,
+                cell_timeout,
+                timeout,
+                engine,
             )
             if progress:
                 got = sum(r["points"] or 0 for r in result)
@@ -829,7 +937,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker.add_argument("job")
     args = parser.parse_args(argv)
     if args.command == "_execute":
-        _execute(json.loads(args.job))
+        job = json.loads(args.job)
+        if job.get("engine") == "nbgrader":
+            _autograde_or_execute(job)
+        else:
+            _execute(job)
         return 0
     if args.check:
         found = differences(args.root)

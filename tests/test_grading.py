@@ -201,9 +201,12 @@ SMTP = "02-smtp-client"
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     """`mailkit-edu grade` over a class: each exercise's solution (student "right") and
-    blank exercise ("blank"), and for exercise 08 one student per kind of trouble."""
+    blank exercise ("blank"), and for exercise 08 one student per kind of trouble.
+
+    Most of the class is graded by nbgrader's autograde (the default where it is
+    installed); "hanging" and a second copy of the right answer ("right-again") by the
+    built-in runner, which must agree with nbgrader."""
     folder = tmp_path_factory.mktemp("submissions")
-    out = tmp_path_factory.mktemp("grades")
     right, smtp = answer_sources(POP3), answer_sources(SMTP)
     mail_from = '            command(f"MAIL FROM:<{sender}>", 250)\n'
     assert mail_from in smtp["answer-smtp-send"]
@@ -212,7 +215,7 @@ def graded(tmp_path_factory):
         .replace(mail_from, "")
         .replace('            command("DATA", 354)', mail_from + '            command("DATA", 354)')
     )
-    snoop = f"open({str(folder / 'right' / (POP3 + '.ipynb'))!r}).read()"
+    snoop = f"open({str(folder / 'nbgrader' / 'right' / (POP3 + '.ipynb'))!r}).read()"
     students: dict[str, dict[str, dict]] = {
         "right": {n: load(ROOT / grading.SOLUTIONS / n / f"{n}.ipynb") for n in NAMES},
         "blank": {n: load(ROOT / grading.EXERCISES / n / f"{n}.ipynb") for n in NAMES},
@@ -221,7 +224,6 @@ def graded(tmp_path_factory):
             SMTP: submission(SMTP, {**smtp, "answer-smtp-send": rcpt_first}),
         },
         "partial": {POP3: submission(POP3, {"answer-list-uidls": right["answer-list-uidls"]})},
-        "hanging": {POP3: submission(POP3, {**right, "answer-list-uidls": HANGS})},
         # Megabytes of output and a peek at another student's notebook, then a crash
         # before the fetch_new tests: graded up to the crash.
         "mischief": {
@@ -240,17 +242,35 @@ def graded(tmp_path_factory):
         test["source"] = "pass  # trust me"
     tampered["cells"].remove(graded_tests(tampered)[-1])
     students["tampered"] = {POP3: tampered}
-    for student, notebooks in students.items():
-        for name, notebook in notebooks.items():
-            path = folder / student / f"{name}.ipynb"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(notebook), encoding="utf-8")
-    command = [sys.executable, "-m", "mailkit_edu", "grade", str(folder), "--out", str(out)]
-    command += ["--jobs", "2", "--cell-timeout", "4", "--timeout", "60"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=400)
-    assert result.returncode == 0, result.stderr[-3000:]
-    scores = pd.read_csv(out / "scores.csv")
-    return scores, out, result.stdout
+    builtin = {
+        "hanging": {POP3: submission(POP3, {**right, "answer-list-uidls": HANGS})},
+        "right-again": {POP3: students["right"][POP3]},
+    }
+    frames, outs, stdout = [], {}, ""
+    for engine, group in (("nbgrader", students), ("builtin", builtin)):
+        for student, notebooks in group.items():
+            for name, notebook in notebooks.items():
+                path = folder / engine / student / f"{name}.ipynb"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(notebook), encoding="utf-8")
+        outs[engine] = out = tmp_path_factory.mktemp(f"grades-{engine}")
+        command = [sys.executable, "-m", "mailkit_edu", "grade", str(folder / engine)]
+        command += ["--out", str(out), "--engine", engine, "--jobs", "2"]
+        command += ["--cell-timeout", "4", "--timeout", "60"]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=400)
+        assert result.returncode == 0, result.stderr[-3000:]
+        frames.append(pd.read_csv(out / "scores.csv"))
+        stdout += result.stdout
+    return pd.concat(frames, ignore_index=True), outs, stdout
+
+
+def feedback(outs: dict[str, Path]) -> dict[str, str]:
+    """Each student's feedback file, by student."""
+    return {
+        path.stem: path.read_text(encoding="utf-8")
+        for out in outs.values()
+        for path in (out / "feedback").glob("*.md")
+    }
 
 
 def totals(scores: pd.DataFrame) -> dict[tuple[str, str], float]:
@@ -258,11 +278,27 @@ def totals(scores: pd.DataFrame) -> dict[tuple[str, str], float]:
 
 
 def test_every_solution_passes_all_its_tests_hidden_ones_too(graded):
-    scores, _, _ = graded
+    scores, outs, _ = graded
     mine = scores[(scores.student == "right") & (scores.status != "needs manual grading")]
     assert set(mine.exercise) == set(NAMES)
     assert (mine.status == "ok").all(), mine[mine.status != "ok"][["exercise", "cell", "note"]]
     assert (mine.points == mine["max"]).all()
+    for name in NAMES:  # and every other cell of the solution ran without an error too
+        notebook = load(outs["nbgrader"] / "graded" / "right" / f"{name}.ipynb")
+        errors = [
+            grading.cell_key(c)
+            for c in notebook["cells"]
+            if grading._error_text(c.get("outputs", []))
+        ]
+        assert errors == [], (name, errors)
+
+
+def test_the_builtin_runner_and_nbgrader_agree(graded):
+    """The same notebook, graded by nbgrader's autograde and by the built-in runner."""
+    scores, _, _ = graded
+    cells = scores.set_index(["student", "exercise", "cell"])
+    ours, theirs = cells.loc["right-again"], cells.loc["right"].loc[[POP3]]
+    assert ours.equals(theirs)
 
 
 def test_every_blank_exercise_fails_every_graded_test(graded):
@@ -273,12 +309,12 @@ def test_every_blank_exercise_fails_every_graded_test(graded):
 
 
 def test_each_kind_of_submission_gets_its_expected_score(graded):
-    scores, out, stdout = graded
+    scores, outs, stdout = graded
     got = totals(scores)
     expected = {"right": 8, "blank": 0, "wrong": 3, "partial": 3, "hanging": 4, "mischief": 2}
-    expected |= {"tampered": 0}
+    expected |= {"tampered": 0, "right-again": 8}
     assert {s: got[(s, POP3)] for s in expected} == expected
-    table = pd.read_csv(out / "totals.csv", index_col="student")
+    table = pd.read_csv(outs["nbgrader"] / "totals.csv", index_col="student")
     assert table.loc["right", POP3] == 8 and table.loc["right", "total"] == sum(
         got[("right", n)] for n in NAMES
     )
@@ -306,21 +342,22 @@ def test_trouble_is_graded_as_far_as_it_goes_with_a_note(graded):
     """A hanging cell times out and the rest still runs; a crash stops the notebook;
     tampered tests are restored; megabytes of output are cut; reading another student's
     notebook is refused. Each is said in the student's feedback."""
-    scores, out, _ = graded
+    scores, outs, _ = graded
     rows = scores[scores.exercise == POP3].set_index(["student", "cell"])
     assert rows.loc[("hanging", "test-list-uidls"), "status"] == "timeout"
     assert rows.loc[("hanging", "test-fetch-first"), "status"] == "ok"
     assert rows.loc[("mischief", "test-list-uidls"), "status"] == "ok"
     assert rows.loc[("mischief", "test-fetch-first"), "status"] == "not run"
-    feedback = {p.stem: p.read_text(encoding="utf-8") for p in (out / "feedback").glob("*.md")}
+    notes = feedback(outs)
     students = {"right", "blank", "wrong", "partial", "hanging", "mischief", "tampered"}
-    assert set(feedback) == students
-    assert "the kernel died" in feedback["mischief"]
-    assert "did not finish within 4 s" in feedback["hanging"]
-    assert "was edited: restored from the source" in feedback["tampered"]
-    assert "was deleted: restored from the source" in feedback["tampered"]
-    assert "outside its own folder (refused)" in feedback["mischief"]
-    assert "list_uidls() is not written yet" in feedback["blank"]
-    graded_notebook = out / "graded" / "mischief" / f"{POP3}.ipynb"
+    assert set(notes) == students | {"right-again"}
+    assert "the kernel died" in notes["mischief"]
+    assert "nbgrader's autograde gave up (its kernel died)" in notes["mischief"]
+    assert "did not finish within 4 s" in notes["hanging"]
+    assert "was edited: restored from the source" in notes["tampered"]
+    assert "was deleted: restored from the source" in notes["tampered"]
+    assert "outside its own folder (refused)" in notes["mischief"]
+    assert "list_uidls() is not written yet" in notes["blank"]
+    graded_notebook = outs["nbgrader"] / "graded" / "mischief" / f"{POP3}.ipynb"
     assert graded_notebook.stat().st_size < 200_000  # 6 MB of "spam" were cut
     assert "output cut by mailkit-edu grade" in graded_notebook.read_text(encoding="utf-8")
