@@ -59,8 +59,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .course import CHAPTERS
-
 __all__ = [
     "NotYet",
     "attempt",
@@ -97,6 +95,8 @@ def course_root() -> Path:
 
 def chapter_of(exercise: str) -> str:
     """The chapter an exercise belongs to, from its number: ``08-pop3-uidl`` → "08 POP3: …"."""
+    from .course import CHAPTERS  # here, so that a worker can run this file without the package
+
     number = exercise[:2]
     for chapter in CHAPTERS:
         if f"{chapter.number:02d}" == number:
@@ -505,6 +505,7 @@ def _execute(job: dict) -> None:
             "traceback": [f"CellTimeoutError: did not finish within {cell_timeout:g} s"],
         },
         resources={"metadata": {"path": job["cwd"]}},
+        shutdown_kernel="immediate",  # its results are in; nothing to wait for
     )
 
     def cell_limit(cell: Any) -> int:
@@ -673,7 +674,8 @@ def find_submissions(
 
 def _run_worker(job: dict, hard_limit: float) -> str:
     """Run one notebook in a worker process; kill it (and its kernel) at ``hard_limit``."""
-    command = [sys.executable, "-m", "mailkit_edu.grading", "_execute", json.dumps(job)]
+    # This file as a script: a worker needs nbclient, not the package and its servers.
+    command = [sys.executable, str(Path(__file__).resolve()), "_execute", json.dumps(job)]
     with open(job["stderr"], "wb") as errors:
         process = subprocess.Popen(
             command,
@@ -956,4 +958,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # Run as a file (a worker), Python put this folder first on sys.path: take it off,
+    # so that no module of the package (smtp, config, ...) hides one of the same name.
+    here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
     sys.exit(main())
