@@ -654,21 +654,36 @@ class Submission:
 
 
 def find_submissions(
-    folder: Path, known: Iterable[str]
+    folder: Path, known: Iterable[str], skip: Iterable[Path] = ()
 ) -> tuple[list[Submission], list[Submission]]:
-    """Every ``<student>/…/<exercise>.ipynb`` under ``folder``; and the notebooks not recognised.
+    """Every ``<student>/…/<exercise>.ipynb`` under ``folder``; and the notebooks not graded.
 
     Both nbgrader's ``submitted/<student>/<exercise>/<exercise>.ipynb`` and a flat
-    ``<student>/<exercise>.ipynb`` are found.
+    ``<student>/<exercise>.ipynb`` are found. Folders in ``skip`` (the output folder, if
+    it is inside) are no students. A second copy of one exercise is not graded.
     """
-    known = set(known)
+    known, skip = set(known), {Path(p).resolve() for p in skip}
     found, unknown = [], []
     for student in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if student.resolve() in skip:
+            continue
+        graded: dict[str, Path] = {}
         for path in sorted(student.rglob("*.ipynb")):
             if ".ipynb_checkpoints" in path.parts:
                 continue
             item = Submission(student.name, path.stem, path)
-            (found if path.stem in known else unknown).append(item)
+            if path.stem not in known:
+                item.notes.append(f"{path.name} is not an exercise of this course")
+                unknown.append(item)
+            elif path.stem in graded:
+                first = graded[path.stem].relative_to(student)
+                item.notes.append(
+                    f"{path.relative_to(student)} is a second copy: {first} was graded"
+                )
+                unknown.append(item)
+            else:
+                graded[path.stem] = path
+                found.append(item)
     return found, unknown
 
 
@@ -796,7 +811,9 @@ def _grade_one(
         key = cell_key(cell)
         points = float(_nbgrader(cell).get("points", 0))
         row = {"student": item.student, "exercise": item.exercise, "cell": key, "max": points}
-        if is_manual(cell):
+        if is_manual(cell) and submitted is None:
+            row.update(points=0.0, status="error", note="the notebook could not be read")
+        elif is_manual(cell):
             row.update(
                 points=None, status="needs manual grading", note="a person grades this answer"
             )
@@ -843,7 +860,7 @@ def grade(
         raise ValueError(f"engine is 'auto', 'nbgrader' or 'builtin', not {engine!r}")
     if not sources:
         raise RuntimeError(f"no source notebooks in {source} (source/<exercise>/<exercise>.ipynb)")
-    found, unknown = find_submissions(submissions, sources)
+    found, unknown = find_submissions(submissions, sources, skip=[out])
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="mailkit-grade-") as scratch:
@@ -911,7 +928,7 @@ def _write_feedback(
                     lines.append(f"- {row.cell}: ✗ 0 / {row.max:g} — {row.status}: {row.note}")
             lines.append("")
         for item in [s for s in unknown if s.student == student]:
-            lines.append(f"- Not graded: {item.path.name} is not an exercise of this course")
+            lines.append(f"- Not graded: {'; '.join(item.notes)}")
         (folder / f"{student}.md").write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
 
 

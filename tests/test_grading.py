@@ -221,6 +221,7 @@ def graded(tmp_path_factory):
     )
     snoop = f"open({str(folder / 'nbgrader' / 'right-again' / (POP3 + '.ipynb'))!r}).read()"
     solutions = {n: load(ROOT / grading.SOLUTIONS / n / f"{n}.ipynb") for n in NAMES}
+    right_nb = solutions[POP3]
     students: dict[str, dict[str, dict]] = {
         "right-again": {POP3: solutions[POP3]},
         "wrong": {
@@ -250,7 +251,11 @@ def graded(tmp_path_factory):
         "right": solutions,
         "blank": {n: load(ROOT / grading.EXERCISES / n / f"{n}.ipynb") for n in NAMES},
     }
-    hanging = {"hanging": {POP3: submission(POP3, {**right, "answer-list-uidls": HANGS})}}
+    hanging = {
+        "hanging": {POP3: submission(POP3, {**right, "answer-list-uidls": HANGS})},
+        # Not a notebook; not an exercise; a second copy of one.
+        "garbage": {POP3: "{not json", "homework": submission(POP3), f"copy/{POP3}": right_nb},
+    }
     outs: dict[str, Path] = {}
 
     def start(name: str, group: dict, cell_timeout: int, jobs: int) -> subprocess.Popen:
@@ -258,8 +263,12 @@ def graded(tmp_path_factory):
             for exercise, notebook in notebooks.items():
                 path = folder / name / student / f"{exercise}.ipynb"
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps(notebook), encoding="utf-8")
-        outs[name] = tmp_path_factory.mktemp(f"grades-{name}")
+                text = notebook if isinstance(notebook, str) else json.dumps(notebook)
+                path.write_text(text, encoding="utf-8")
+        # The hanging batch writes its grades inside its own submissions folder.
+        outs[name] = (
+            folder / name / "grades" if name == "hanging" else tmp_path_factory.mktemp(name)
+        )
         engine = "nbgrader" if name == "nbgrader" else "builtin"
         command = [sys.executable, "-m", "mailkit_edu", "grade", str(folder / name)]
         command += ["--out", str(outs[name]), "--engine", engine, "--jobs", str(jobs)]
@@ -328,7 +337,7 @@ def test_each_kind_of_submission_gets_its_expected_score(graded):
     scores, outs, stdout = graded
     got = totals(scores)
     expected = {"right": 8, "blank": 0, "wrong": 3, "partial": 3, "hanging": 4, "mischief": 2}
-    expected |= {"tampered": 0, "right-again": 8}
+    expected |= {"tampered": 0, "right-again": 8, "garbage": 0}
     assert {s: got[(s, POP3)] for s in expected} == expected
     table = pd.read_csv(outs["builtin"] / "totals.csv", index_col="student")
     assert table.loc["right", POP3] == 8 and table.loc["right", "total"] == sum(
@@ -350,7 +359,8 @@ def test_a_learner_reads_what_went_wrong_in_words(graded):
 def test_manual_questions_wait_for_a_person(graded):
     scores, _, _ = graded
     manual = scores[scores.status == "needs manual grading"]
-    assert len(manual) == len(scores.groupby(["student", "exercise"]))
+    readable = scores[scores.student != "garbage"]
+    assert len(manual) == len(readable.groupby(["student", "exercise"]))
     assert manual.points.isna().all() and (manual["max"] > 0).all()
 
 
@@ -366,7 +376,7 @@ def test_trouble_is_graded_as_far_as_it_goes_with_a_note(graded):
     assert rows.loc[("mischief", "test-fetch-first"), "status"] == "not run"
     notes = feedback(outs)
     students = {"right", "blank", "wrong", "partial", "hanging", "mischief", "tampered"}
-    assert set(notes) == students | {"right-again"}
+    assert set(notes) == students | {"right-again", "garbage"}
     assert "the kernel died" in notes["mischief"]
     assert "nbgrader's autograde gave up (its kernel died)" in notes["mischief"]
     assert "did not finish within 3 s" in notes["hanging"]
@@ -377,3 +387,15 @@ def test_trouble_is_graded_as_far_as_it_goes_with_a_note(graded):
     graded_notebook = outs["nbgrader"] / "graded" / "mischief" / f"{POP3}.ipynb"
     assert graded_notebook.stat().st_size < 200_000  # 6 MB of "spam" were cut
     assert "output cut by mailkit-edu grade" in graded_notebook.read_text(encoding="utf-8")
+
+
+def test_what_cannot_be_graded_is_said_and_the_output_folder_is_no_student(graded):
+    """A file that is not a notebook scores 0 with a note; a notebook that is no exercise
+    and a second copy of one are listed, not graded; grades written inside the
+    submissions folder are not taken for a student."""
+    scores, outs, _ = graded
+    garbage = feedback(outs)["garbage"]
+    assert "the notebook could not be read" in garbage
+    assert "Not graded: homework.ipynb is not an exercise of this course" in garbage
+    assert f"Not graded: copy/{POP3}.ipynb is a second copy: {POP3}.ipynb was graded" in garbage
+    assert "grades" not in set(scores.student)
