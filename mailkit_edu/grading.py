@@ -11,8 +11,9 @@ Role
       not executed, hidden tests cleared) — byte for byte the same on every run, so CI
       can regenerate and fail on any difference (:func:`generate`, ``make exercises``);
     * gives the visible tests their **friendly verdicts** (:func:`verdict`,
-      :func:`attempt`): "✗ Not yet: RCPT before MAIL: the server answered 503 — send
-      MAIL FROM first" instead of a bare ``AssertionError`` and a traceback;
+      :func:`attempt`): "✗ Not yet: the server answered '503 5.5.1 Error: need MAIL
+      command' — a command came out of order: the order is EHLO, AUTH, MAIL FROM, RCPT
+      TO, DATA" instead of a bare ``AssertionError`` and a traceback;
     * **grades** a folder of submissions (:func:`grade`, ``mailkit-edu grade DIR``):
       every notebook gets its test cells back from the source (edited or deleted ones
       too), runs in a fresh kernel (so with a lab of its own) in a temporary folder of
@@ -40,6 +41,7 @@ This module must not import ipywidgets or IPython (it runs where neither is disp
 from __future__ import annotations
 
 import argparse
+import ast
 import concurrent.futures
 import contextlib
 import copy
@@ -401,9 +403,40 @@ def restore(submission: dict, source: dict) -> tuple[dict, list[str]]:
                     notes.append(f"test cell {key} was edited: restored from the source")
             cells.append(_reset(cell))
         cells.extend(extras.get(key, []))
+    for cell in cells:
+        if (is_answer(cell) or cell_key(cell) not in known) and cell["cell_type"] == "code":
+            changed = sorted(_assigned(_text(cell)) & CHECKERS)
+            if changed:
+                notes.append(
+                    f"cell {cell_key(cell)} redefines {', '.join(changed)}: "
+                    "the tests may not mean what they say — check this notebook by hand"
+                )
     notebook = copy.deepcopy({k: v for k, v in source.items() if k != "cells"})
     notebook["cells"] = cells
     return notebook, notes
+
+
+#: The names the test cells judge with; a learner's cell has no business redefining them.
+CHECKERS = frozenset({"verdict", "attempt", "NotYet"})
+
+
+def _assigned(source: str) -> set[str]:
+    """The names a cell's code binds (assignments, def, class, import, for, with)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.attr)
+    return names
 
 
 # -- running one notebook (in a worker process) -----------------------------------------------

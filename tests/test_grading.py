@@ -121,6 +121,20 @@ def test_restore_puts_back_edited_and_deleted_tests_and_keeps_answers_and_extra_
     ]
 
 
+def test_an_answer_that_redefines_the_checks_is_flagged_for_a_person():
+    """A learner's cell that rebinds verdict (or attempt, NotYet) gets a note: its
+    tests may pass for the wrong reason, as with nbgrader."""
+    name = "08-pop3-uidl"
+    source = load(SOURCES[name])
+    submitted = load(ROOT / grading.EXERCISES / name / f"{name}.ipynb")
+    cell(submitted, "answer-fetch-new")["source"] = "def verdict(*args):\n    return True"
+    _, notes = grading.restore(submitted, source)
+    assert notes == [
+        "cell answer-fetch-new redefines verdict: the tests may not mean what they say — "
+        "check this notebook by hand"
+    ]
+
+
 def test_a_deleted_answer_is_graded_as_blank():
     name = "08-pop3-uidl"
     source = load(SOURCES[name])
