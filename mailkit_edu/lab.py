@@ -174,7 +174,6 @@ class Lab:
             self.queue_store = Queue(self.path / "queue")
         except OSError as error:
             raise LabError(f"cannot keep the lab's mail in {self.path}: {error}") from error
-        self._passwords = {a.address: a.password for d in self.domains for a in d.accounts}
         self._build_zone()
         self.ca = LabCA(self.path / "tls")
 
@@ -227,7 +226,10 @@ class Lab:
                 name=msa_name,
                 domain=domain.name,
                 role="msa",
-                handler=SubmissionHandler(msa_name, self._passwords, enqueue),
+                # A provider's MSA knows its own users only (like its POP3 and IMAP).
+                handler=SubmissionHandler(
+                    msa_name, {a.address: a.password for a in domain.accounts}, enqueue
+                ),
                 transcript=self.transcript_log,
                 settings=self.settings,
                 tls_context=self.ca.server_context(msa_name),

@@ -459,3 +459,16 @@ def test_a_second_starttls_is_refused(lab):
         assert raw.send("NOOP")[0].startswith("250")
     finally:
         raw.close()
+
+
+def test_an_msa_knows_only_its_own_providers_users(lab):
+    """Alice is north's user: south's MSA does not know her password (535), just as
+    south's POP3 and IMAP do not."""
+    with (
+        smtplib.SMTP("127.0.0.1", lab.port("msa.south.test"), timeout=10) as smtp,
+        pytest.raises(smtplib.SMTPAuthenticationError) as refused,
+    ):
+        smtp.login(ALICE, password(lab, ALICE))
+    assert refused.value.smtp_code == 535
+    with smtplib.SMTP("127.0.0.1", lab.port("msa.north.test"), timeout=10) as smtp:
+        assert smtp.login(ALICE, password(lab, ALICE))[0] == 235
