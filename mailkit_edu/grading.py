@@ -498,6 +498,12 @@ def _error_text(outputs: list[dict]) -> str:
     return ""
 
 
+def _too_slow(job: dict) -> str:
+    """What a cell that timed out is told (the same with either engine)."""
+    limits = f"{job['cell_timeout']:g} s a cell, {job['timeout']:g} s the notebook"
+    return f"did not finish in time (limits: {limits}) — an endless loop, or a reply never read?"
+
+
 def _execute(job: dict) -> None:
     """Run ``job["notebook"]`` cell by cell, one JSON line per cell to ``job["log"]``."""
     import nbformat
@@ -534,15 +540,16 @@ def _execute(job: dict) -> None:
         interrupt_on_timeout=True,
         error_on_timeout={
             "ename": "CellTimeoutError",
-            "evalue": f"did not finish within {cell_timeout:g} s",
-            "traceback": [f"CellTimeoutError: did not finish within {cell_timeout:g} s"],
+            "evalue": _too_slow(job),
+            "traceback": [f"CellTimeoutError: {_too_slow(job)}"],
         },
         resources={"metadata": {"path": job["cwd"]}},
         shutdown_kernel="immediate",  # its results are in; nothing to wait for
     )
 
     def cell_limit(cell: Any) -> int:
-        # The instructor's set-up cells (locked, not graded) may take the notebook's time.
+        # The instructor's set-up cells (locked, not graded) may take the notebook's time;
+        # once that is spent, each cell left gets a second (as under nbgrader, below).
         meta = cell.get("metadata", {}).get("nbgrader", {})
         mine = cell_timeout if meta.get("grade") or not meta.get("locked") else job["timeout"]
         return max(1, int(min(mine, deadline - time.monotonic())))
@@ -573,11 +580,6 @@ def _execute(job: dict) -> None:
                 if stopped:
                     record(cell, "not run", stopped)
                     continue
-                if time.monotonic() >= deadline:
-                    stopped = f"the notebook's time limit ({job['timeout']:g} s) was reached"
-                    record(cell, "not run", stopped)
-                    continue
-                limit = cell_limit(cell)
                 try:
                     client.execute_cell(cell, index)
                 except DeadKernelError:
@@ -587,11 +589,11 @@ def _execute(job: dict) -> None:
                     record(cell, "error", KERNEL_DIED)
                     continue
                 except CellTimeoutError:
-                    record(cell, "timeout", f"did not finish within {limit:g} s")
+                    record(cell, "timeout", _too_slow(job))
                     continue
                 error = _error_text(cell.outputs)
                 if replies.get(index) == "CellTimeoutError":
-                    record(cell, "timeout", f"did not finish within {limit:g} s")
+                    record(cell, "timeout", _too_slow(job))
                 elif error:
                     record(cell, "error", error)
                 else:
@@ -634,6 +636,11 @@ def _autograde(job: dict) -> None:
     config.CourseDirectory.root = str(course)
     config.CourseDirectory.db_url = f"sqlite:///{course}/gradebook.db"
     config.Execute.timeout = int(job["cell_timeout"])
+    # The notebook's time limit too: once it is spent, each cell left gets a second.
+    deadline = time.monotonic() + job["timeout"]
+    config.Execute.timeout_func = lambda cell: max(
+        1, int(min(job["cell_timeout"], deadline - time.monotonic()))
+    )
     config.Execute.interrupt_on_timeout = True
     config.OverwriteCells.add_missing_cells = True
     config.LimitOutput.max_lines = 200
@@ -658,9 +665,7 @@ def _autograde(job: dict) -> None:
             if grade.auto_score == grade.max_score:
                 outcome = CellOutcome(grade.name, "ok")
             elif timeout:
-                outcome = CellOutcome(
-                    grade.name, "timeout", f"did not finish within {job['cell_timeout']:g} s"
-                )
+                outcome = CellOutcome(grade.name, "timeout", _too_slow(job))
             else:
                 outcome = CellOutcome(grade.name, "error", _error_text(outputs) or "no points")
             log.write(json.dumps(asdict(outcome)) + "\n")

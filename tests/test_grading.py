@@ -393,7 +393,7 @@ def test_trouble_is_graded_as_far_as_it_goes_with_a_note(graded):
     assert set(notes) == students | {"right-again", "garbage"}
     assert "the kernel died" in notes["mischief"]
     assert "nbgrader's autograde gave up (its kernel died)" in notes["mischief"]
-    assert "did not finish within 3 s" in notes["hanging"]
+    assert "did not finish in time (limits: 3 s a cell, 120 s the notebook)" in notes["hanging"]
     assert "was edited: restored from the source" in notes["tampered"]
     assert "was deleted: restored from the source" in notes["tampered"]
     assert "outside its own folder (refused)" in notes["mischief"]
