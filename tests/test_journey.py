@@ -94,10 +94,23 @@ def imap_fetch(lab: mk.Lab, address: str, uid: int, what: str = "(BODY.PEEK[])")
 
 
 def arrived(lab: mk.Lab, address: str, subject: str, timeout: float = 10.0) -> None:
-    """Wait until a message with this subject is in the address's mailbox."""
+    """Wait until a message with this subject is in the address's mailbox, and until
+    the MX's "250 … delivered" reply to it is in the transcript too: the MX stores the
+    message first and answers after, so for a moment the file is there but the reply
+    (which journey_of reads) is not yet."""
     deadline = time.monotonic() + timeout
     while not (lab.mailbox(address)["subject"] == subject).any():
         assert time.monotonic() < deadline, f"{subject!r} never reached {address}"
+        time.sleep(0.02)
+    while True:
+        mx = lab.transcript(protocol="SMTP")
+        mx = mx[mx["role"] == "mx"]
+        data = mx.index[(mx["direction"] == "C") & (mx["line"] == f"Subject: {subject}")]
+        if len(data):
+            after = mx.loc[data[-1] :]
+            if ((after["direction"] == "S") & after["line"].str.contains(" delivered ")).any():
+                return
+        assert time.monotonic() < deadline, f"the MX never answered 250 for {subject!r}"
         time.sleep(0.02)
 
 
