@@ -36,7 +36,7 @@ from typing import Any
 
 from .imap import IMAPSession, RecentFlags, Response
 from .imapparse import MAX_LINE, ParseError, command_tag, literal_at_end
-from .listener import MailboxListener
+from .listener import MailboxListener, MailboxSettings
 from .transcript import SessionLog, clip, decode_line
 
 __all__ = ["AUTOLOGOUT", "IMAPConnection", "IMAPServer", "IMAPSettings"]
@@ -56,12 +56,9 @@ _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 
 
 @dataclass(frozen=True)
-class IMAPSettings:
-    """Knobs of a lab's IMAP servers."""
+class IMAPSettings(MailboxSettings):
+    """Knobs of a lab's IMAP servers; the autologout default is the RFC's minimum."""
 
-    require_tls: bool = False
-    mask_secrets: bool = False
-    auth_failure_delay: float = 0.5
     autologout: float = AUTOLOGOUT
 
 

@@ -23,12 +23,13 @@ import abc
 import asyncio
 import ssl
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .faults import Faults
 from .transcript import Transcript
 
-__all__ = ["Connection", "Listener", "MailboxListener"]
+__all__ = ["Connection", "Listener", "MailboxListener", "MailboxSettings"]
 
 
 class Connection(Protocol):
@@ -94,6 +95,16 @@ class Listener(abc.ABC):
         await server.wait_closed()
 
 
+@dataclass(frozen=True)
+class MailboxSettings:
+    """Knobs of a lab's POP3 and IMAP servers (each protocol sets its own autologout)."""
+
+    require_tls: bool = False
+    mask_secrets: bool = False
+    auth_failure_delay: float = 0.5
+    autologout: float = 600.0
+
+
 class MailboxListener(Listener):
     """A listener that serves one domain's mailboxes from the store (POP3 and IMAP).
 
@@ -110,7 +121,7 @@ class MailboxListener(Listener):
         store: Any,
         passwords: Mapping[str, str],
         transcript: Transcript,
-        settings: Any,
+        settings: MailboxSettings,
         tls_context: ssl.SSLContext | None,
         host: str = "127.0.0.1",
         port: int = 0,

@@ -27,7 +27,7 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
-from .listener import MailboxListener
+from .listener import MailboxListener, MailboxSettings
 from .pop3 import MaildropLocks, POP3Session, Response
 from .transcript import SessionLog, clip, decode_line
 
@@ -44,12 +44,9 @@ ABUSIVE_LINE = 1024 * 1024
 
 
 @dataclass(frozen=True)
-class POP3Settings:
-    """Knobs of a lab's POP3 servers."""
+class POP3Settings(MailboxSettings):
+    """Knobs of a lab's POP3 servers; the autologout default is the RFC's minimum."""
 
-    require_tls: bool = False
-    mask_secrets: bool = False
-    auth_failure_delay: float = 0.5
     autologout: float = AUTOLOGOUT
 
 
