@@ -454,7 +454,9 @@ class CellOutcome:
 _GUARD = """\
 # mailkit-edu grade: this notebook may read its own folder, not other submissions.
 import os as _os, sys as _sys
-def _mailkit_grade_guard(_denied=tuple({denied!r}), _own={own!r}):
+def _mailkit_grade_guard(_denied=tuple({denied!r}), _own={own!r}, _code={code!r}):
+    # Where Python finds its modules stays readable, even inside a denied folder.
+    _code = tuple(_os.path.realpath(p) + _os.sep for p in [*_sys.path, *_code] if p)
     def hook(event, args):
         if event not in ("open", "os.listdir", "os.scandir", "os.chdir", "glob.glob"):
             return
@@ -465,7 +467,7 @@ def _mailkit_grade_guard(_denied=tuple({denied!r}), _own={own!r}):
             full = _os.path.realpath(_os.fsdecode(path)) + _os.sep
         except (TypeError, ValueError):
             return
-        if full.startswith(_denied) and not full.startswith(_own):
+        if full.startswith(_denied) and not full.startswith((_own, *_code)):
             print(f"{{REFUSED}} {{full}}", file=_sys.__stderr__, flush=True)
             raise PermissionError(
                 "mailkit-edu grade: a graded notebook may read only its own folder, "
@@ -482,9 +484,9 @@ def _guard_startup(ipython_dir: Path, denied: Iterable[str], own: str) -> None:
     startup = ipython_dir / "profile_default" / "startup"
     startup.mkdir(parents=True, exist_ok=True)
     denied = [os.path.realpath(d) + os.sep for d in denied]
-    text = _GUARD.format(denied=denied, own=os.path.realpath(own) + os.sep).replace(
-        "{REFUSED}", REFUSED
-    )
+    code = [str(Path(__file__).resolve().parent)]  # this package, wherever it is installed
+    text = _GUARD.format(denied=denied, own=os.path.realpath(own) + os.sep, code=code)
+    text = text.replace("{REFUSED}", REFUSED)
     (startup / "00-mailkit-grade-guard.py").write_text(text, encoding="utf-8")
 
 
