@@ -727,15 +727,6 @@ def find_submissions(
     return found, unknown
 
 
-def _kill(pid: int) -> None:
-    """Kill process ``pid`` and its process group (where there are groups: POSIX)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
-        if hasattr(os, "killpg"):
-            os.killpg(pid, signal.SIGKILL)
-        else:  # Windows: no process groups, no SIGKILL
-            os.kill(pid, signal.SIGTERM)
-
-
 def _run_worker(job: dict, hard_limit: float) -> str:
     """Run one notebook in a worker process; kill it (and its kernel) at ``hard_limit``."""
     # This file as a script: a worker needs nbclient, not the package and its servers.
@@ -752,12 +743,14 @@ def _run_worker(job: dict, hard_limit: float) -> str:
             process.wait(hard_limit)
             return ""
         except subprocess.TimeoutExpired:
-            _kill(process.pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait()
     for line in Path(job["log"]).read_text(encoding="utf-8").splitlines():
         pid = json.loads(line).get("kernel_pid")
         if pid:
-            _kill(pid)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
     return f"stopped after {hard_limit:g} s (the notebook did not give up the kernel)"
 
 
