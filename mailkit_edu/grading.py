@@ -500,6 +500,15 @@ def _error_text(outputs: list[dict]) -> str:
     return ""
 
 
+def _cell_limit(cell: Any, job: dict, deadline: float) -> int:
+    """Seconds a cell may run: ``cell_timeout``, but the instructor's set-up cells (locked,
+    not graded) may take the notebook's time; once that is spent, each cell left gets a
+    second. The same in both engines."""
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    mine = job["cell_timeout"] if meta.get("grade") or not meta.get("locked") else job["timeout"]
+    return max(1, int(min(mine, deadline - time.monotonic())))
+
+
 def _too_slow(job: dict) -> str:
     """What a cell that timed out is told (the same with either engine)."""
     limits = f"{job['cell_timeout']:g} s a cell, {job['timeout']:g} s the notebook"
@@ -550,11 +559,7 @@ def _execute(job: dict) -> None:
     )
 
     def cell_limit(cell: Any) -> int:
-        # The instructor's set-up cells (locked, not graded) may take the notebook's time;
-        # once that is spent, each cell left gets a second (as under nbgrader, below).
-        meta = cell.get("metadata", {}).get("nbgrader", {})
-        mine = cell_timeout if meta.get("grade") or not meta.get("locked") else job["timeout"]
-        return max(1, int(min(mine, deadline - time.monotonic())))
+        return _cell_limit(cell, job, deadline)
 
     replies: dict[int, str] = {}
 
@@ -638,11 +643,8 @@ def _autograde(job: dict) -> None:
     config.CourseDirectory.root = str(course)
     config.CourseDirectory.db_url = f"sqlite:///{course}/gradebook.db"
     config.Execute.timeout = int(job["cell_timeout"])
-    # The notebook's time limit too: once it is spent, each cell left gets a second.
     deadline = time.monotonic() + job["timeout"]
-    config.Execute.timeout_func = lambda cell: max(
-        1, int(min(job["cell_timeout"], deadline - time.monotonic()))
-    )
+    config.Execute.timeout_func = lambda cell: _cell_limit(cell, job, deadline)
     config.Execute.interrupt_on_timeout = True
     config.OverwriteCells.add_missing_cells = True
     config.LimitOutput.max_lines = 200
@@ -727,6 +729,15 @@ def find_submissions(
     return found, unknown
 
 
+def _kill(pid: int) -> None:
+    """Kill process ``pid`` and its process group (where there are groups: POSIX)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
+        if hasattr(os, "killpg"):
+            os.killpg(pid, signal.SIGKILL)
+        else:  # Windows: no process groups, no SIGKILL
+            os.kill(pid, signal.SIGTERM)
+
+
 def _run_worker(job: dict, hard_limit: float) -> str:
     """Run one notebook in a worker process; kill it (and its kernel) at ``hard_limit``."""
     # This file as a script: a worker needs nbclient, not the package and its servers.
@@ -743,14 +754,12 @@ def _run_worker(job: dict, hard_limit: float) -> str:
             process.wait(hard_limit)
             return ""
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
+            _kill(process.pid)
             process.wait()
     for line in Path(job["log"]).read_text(encoding="utf-8").splitlines():
         pid = json.loads(line).get("kernel_pid")
         if pid:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
+            _kill(pid)
     return f"stopped after {hard_limit:g} s (the notebook did not give up the kernel)"
 
 
@@ -778,80 +787,118 @@ def _grade_one(
     timeout: float,
     engine: str,
 ) -> list[dict]:
-    """Grade one submission; its score rows."""
-    rows: list[dict] = []
-    tests = [c for c in source["cells"] if is_test(c) or is_manual(c)]
+    """Grade one submission in a folder of its own under ``scratch``; its score rows."""
     own = Path(tempfile.mkdtemp(prefix=f"{item.student}-{item.exercise}-", dir=scratch))
+    try:
+        submitted = _read_notebook(item)
+        outcomes: dict[str, CellOutcome] = {}
+        if submitted is not None:
+            notebook, notes = restore(submitted, source)
+            item.notes.extend(notes)
+            job = _job(item, own, out, engine, timeout, cell_timeout)
+            Path(job["notebook"]).write_text(json.dumps(notebook), encoding="utf-8")
+            _guard_startup(Path(job["ipython_dir"]), deny, str(own))
+            if engine == "nbgrader":
+                _course_folder(Path(job["course"]), item, source_path, submitted)
+            stopped = _run_worker(job, timeout + KILL_GRACE)
+            outcomes, notes = _outcomes(Path(job["log"]))
+            if not outcomes and not stopped:
+                # The kernel did not start: most often a port that another kernel, started
+                # in the same instant, took first ("Address already in use"). Once more.
+                Path(job["log"]).write_text("", encoding="utf-8")
+                stopped = _run_worker(job, timeout + KILL_GRACE)
+                outcomes, notes = _outcomes(Path(job["log"]))
+            if stopped:
+                item.notes.append(stopped)
+            item.notes.extend(notes)
+            item.notes.extend(_trouble(outcomes, Path(job["stderr"])))
+        return _rows(item, source, outcomes, readable=submitted is not None)
+    finally:
+        shutil.rmtree(own, ignore_errors=True)
+
+
+def _read_notebook(item: Submission) -> dict | None:
+    """The submitted notebook's JSON, or None (with a note) if it cannot be read."""
     try:
         submitted = json.loads(item.path.read_text(encoding="utf-8"))
         if not isinstance(submitted, dict):
             raise ValueError("not a notebook")
+        return submitted
     except (OSError, ValueError, UnicodeDecodeError) as error:
         item.notes.append(f"the notebook could not be read ({error}): every test scores 0")
-        submitted = None
-    outcomes: dict[str, CellOutcome] = {}
-    if submitted is not None:
-        notebook, notes = restore(submitted, source)
-        item.notes.extend(notes)
-        work = own / "work"
-        work.mkdir()
-        (work / f"{item.exercise}.ipynb").write_text(json.dumps(notebook), encoding="utf-8")
-        _guard_startup(own / "ipython", deny, str(own))
-        graded = out / "graded" / item.student / f"{item.exercise}.ipynb"
-        graded.parent.mkdir(parents=True, exist_ok=True)
-        job = {
-            "notebook": str(work / f"{item.exercise}.ipynb"),
-            "cwd": str(work),
-            "log": str(own / "cells.jsonl"),
-            "stderr": str(own / "stderr.txt"),
-            "graded": str(graded),
-            "ipython_dir": str(own / "ipython"),
-            "timeout": timeout,
-            "cell_timeout": cell_timeout,
-            "engine": engine,
-            "student": item.student,
-            "exercise": item.exercise,
-            "course": str(own / "course"),
+        return None
+
+
+def _job(
+    item: Submission, own: Path, out: Path, engine: str, timeout: float, cell_timeout: float
+) -> dict:
+    """What a worker needs to grade ``item`` in ``own`` (its files are made here)."""
+    work = own / "work"
+    work.mkdir()
+    graded = out / "graded" / item.student / f"{item.exercise}.ipynb"
+    graded.parent.mkdir(parents=True, exist_ok=True)
+    (own / "cells.jsonl").touch()
+    return {
+        "notebook": str(work / f"{item.exercise}.ipynb"),
+        "cwd": str(work),
+        "log": str(own / "cells.jsonl"),
+        "stderr": str(own / "stderr.txt"),
+        "graded": str(graded),
+        "ipython_dir": str(own / "ipython"),
+        "timeout": timeout,
+        "cell_timeout": cell_timeout,
+        "engine": engine,
+        "student": item.student,
+        "exercise": item.exercise,
+        "course": str(own / "course"),
+    }
+
+
+def _course_folder(course: Path, item: Submission, source_path: Path, submitted: dict) -> None:
+    """nbgrader's course layout for one notebook: ``source/`` and ``submitted/``."""
+    for folder, name in ((SOURCE, "."), ("submitted", item.student)):
+        (course / folder / name / item.exercise).mkdir(parents=True)
+    shutil.copy(source_path, course / SOURCE / item.exercise)
+    target = course / "submitted" / item.student / item.exercise / f"{item.exercise}.ipynb"
+    target.write_text(json.dumps(submitted), encoding="utf-8")
+
+
+def _trouble(outcomes: dict[str, CellOutcome], stderr: Path) -> list[str]:
+    """Notes on what went wrong in a run: a dead kernel, no run at all, refused reads."""
+    notes = []
+    errors = stderr.read_text(encoding="utf-8", errors="replace") if stderr.exists() else ""
+    died = [o.key for o in outcomes.values() if o.message == KERNEL_DIED]
+    if died:
+        notes.append(f"the kernel died while cell {died[0]} ran; the cells after it did not run")
+    if not outcomes:
+        notes.append(f"the notebook did not run: {errors[-2000:].strip() or 'no output'}")
+    refused = sorted(
+        {
+            line.removeprefix(REFUSED).strip().rstrip(os.sep)
+            for line in errors.splitlines()
+            if line.startswith(REFUSED)
         }
-        if engine == "nbgrader":  # nbgrader's course layout: source/ and submitted/
-            course = own / "course"
-            for folder, name in ((SOURCE, "."), ("submitted", item.student)):
-                (course / folder / name / item.exercise).mkdir(parents=True)
-            shutil.copy(source_path, course / SOURCE / item.exercise)
-            target = course / "submitted" / item.student / item.exercise
-            (target / f"{item.exercise}.ipynb").write_text(json.dumps(submitted), encoding="utf-8")
-        Path(job["log"]).touch()
-        stopped = _run_worker(job, timeout + KILL_GRACE)
-        if stopped:
-            item.notes.append(stopped)
-        outcomes, notes = _outcomes(Path(job["log"]))
-        item.notes.extend(notes)
-        died = [o.key for o in outcomes.values() if o.message == KERNEL_DIED]
-        if died:
-            item.notes.append(
-                f"the kernel died while cell {died[0]} ran; the cells after it did not run"
-            )
-        if not outcomes:
-            error = Path(job["stderr"]).read_text(encoding="utf-8", errors="replace")[-2000:]
-            item.notes.append(f"the notebook did not run: {error.strip() or 'no output'}")
-        errors = Path(job["stderr"]).read_text(encoding="utf-8", errors="replace")
-        refused = sorted(
-            {
-                line.removeprefix(REFUSED).strip().rstrip(os.sep)
-                for line in errors.splitlines()
-                if line.startswith(REFUSED)
-            }
+    )
+    if refused:
+        notes.append(
+            f"it tried to read {len(refused)} path(s) outside its own folder (refused): "
+            + ", ".join(refused[:3])
         )
-        if refused:
-            item.notes.append(
-                f"it tried to read {len(refused)} path(s) outside its own folder (refused): "
-                + ", ".join(refused[:3])
-            )
-    for cell in tests:
+    return notes
+
+
+def _rows(
+    item: Submission, source: dict, outcomes: dict[str, CellOutcome], readable: bool
+) -> list[dict]:
+    """One score row per graded cell of the source: its points by its outcome."""
+    rows = []
+    for cell in source["cells"]:
+        if not (is_test(cell) or is_manual(cell)):
+            continue
         key = cell_key(cell)
         points = float(_nbgrader(cell).get("points", 0))
         row = {"student": item.student, "exercise": item.exercise, "cell": key, "max": points}
-        if is_manual(cell) and submitted is None:
+        if is_manual(cell) and not readable:
             row.update(points=0.0, status="error", note="the notebook could not be read")
         elif is_manual(cell):
             row.update(
@@ -864,7 +911,6 @@ def _grade_one(
                 points=points if passed else 0.0, status=outcome.status, note=outcome.message
             )
         rows.append(row)
-    shutil.rmtree(own, ignore_errors=True)
     return rows
 
 

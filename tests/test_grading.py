@@ -212,6 +212,11 @@ def fetch_new(host, port, user, password, seen):
     return new
 """
 HANGS = "def list_uidls(host, port, user, password):\n    while True:\n        pass\n"
+#: An endless loop that ignores Ctrl-C (SIGINT): only killing the kernel stops it.
+STUBBORN = (
+    "import signal\n\n\ndef list_uidls(host, port, user, password):\n"
+    "    signal.signal(signal.SIGINT, signal.SIG_IGN)\n    while True:\n        pass\n"
+)
 SMTP = "02-smtp-client"
 
 
@@ -220,10 +225,12 @@ def graded(tmp_path_factory):
     """`mailkit-edu grade` over a class: each exercise's solution (student "right") and
     blank exercise ("blank"), and for exercise 08 one student per kind of trouble.
 
-    The solutions, the blank exercises and "hanging" are graded by the built-in runner;
-    the other kinds of trouble by nbgrader's autograde (the default where it is
-    installed), with a second copy of exercise 08's solution ("right-again") that must
-    get the same scores from both."""
+    First the solutions and the blanks, by the built-in runner with generous limits.
+    Then, side by side: nbgrader's autograde (the default where it is installed) for
+    wrong, partial, tampered and mischievous notebooks and a second copy of exercise 08's
+    solution ("right-again", which must score as "right" did); the built-in runner with
+    3 s a cell for a hanging notebook and files that are no notebook; and with a 20 s
+    notebook limit for a kernel that ignores interrupts."""
     folder = tmp_path_factory.mktemp("submissions")
     right, smtp = answer_sources(POP3), answer_sources(SMTP)
     mail_from = '            command(f"MAIL FROM:<{sender}>", 250)\n'
@@ -272,7 +279,9 @@ def graded(tmp_path_factory):
     }
     outs: dict[str, Path] = {}
 
-    def start(name: str, group: dict, cell_timeout: int, jobs: int) -> subprocess.Popen:
+    def start(
+        name: str, group: dict, cell_timeout: int, jobs: int, timeout: int = 120
+    ) -> subprocess.Popen:
         for student, notebooks in group.items():
             for exercise, notebook in notebooks.items():
                 path = folder / name / student / f"{exercise}.ipynb"
@@ -286,7 +295,7 @@ def graded(tmp_path_factory):
         engine = "nbgrader" if name == "nbgrader" else "builtin"
         command = [sys.executable, "-m", "mailkit_edu", "grade", str(folder / name)]
         command += ["--out", str(outs[name]), "--engine", engine, "--jobs", str(jobs)]
-        command += ["--cell-timeout", str(cell_timeout), "--timeout", "120"]
+        command += ["--cell-timeout", str(cell_timeout), "--timeout", str(timeout)]
         return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def finish(process: subprocess.Popen) -> str:
@@ -297,7 +306,12 @@ def graded(tmp_path_factory):
     # The solutions and blanks first (generous limits: their cells must never time out
     # on a busy machine), then nbgrader's batch beside the hanging notebook (3 s a cell).
     stdout = finish(start("builtin", builtin, 60, 2))
-    later = [start("nbgrader", students, 10, 2), start("hanging", hanging, 3, 1)]
+    stubborn = {"stubborn": {POP3: submission(POP3, {**right, "answer-list-uidls": STUBBORN})}}
+    later = [
+        start("nbgrader", students, 10, 2),
+        start("hanging", hanging, 3, 1),
+        start("stubborn", stubborn, 2, 1, timeout=20),  # killed 10 s after its 20 s
+    ]
     stdout += "".join(finish(process) for process in later)
     frames = [pd.read_csv(out / "scores.csv") for out in outs.values()]
     return pd.concat(frames, ignore_index=True), outs, stdout
@@ -351,7 +365,7 @@ def test_each_kind_of_submission_gets_its_expected_score(graded):
     scores, outs, stdout = graded
     got = totals(scores)
     expected = {"right": 8, "blank": 0, "wrong": 3, "partial": 3, "hanging": 4, "mischief": 2}
-    expected |= {"tampered": 0, "right-again": 8, "garbage": 0}
+    expected |= {"tampered": 0, "right-again": 8, "garbage": 0, "stubborn": 0}
     assert {s: got[(s, POP3)] for s in expected} == expected
     table = pd.read_csv(outs["builtin"] / "totals.csv", index_col="student")
     assert table.loc["right", POP3] == 8 and table.loc["right", "total"] == sum(
@@ -390,7 +404,7 @@ def test_trouble_is_graded_as_far_as_it_goes_with_a_note(graded):
     assert rows.loc[("mischief", "test-fetch-first"), "status"] == "not run"
     notes = feedback(outs)
     students = {"right", "blank", "wrong", "partial", "hanging", "mischief", "tampered"}
-    assert set(notes) == students | {"right-again", "garbage"}
+    assert set(notes) == students | {"right-again", "garbage", "stubborn"}
     assert "the kernel died" in notes["mischief"]
     assert "nbgrader's autograde gave up (its kernel died)" in notes["mischief"]
     assert "did not finish in time (limits: 3 s a cell, 120 s the notebook)" in notes["hanging"]
@@ -413,3 +427,15 @@ def test_what_cannot_be_graded_is_said_and_the_output_folder_is_no_student(grade
     assert "Not graded: homework.ipynb is not an exercise of this course" in garbage
     assert f"Not graded: copy/{POP3}.ipynb is a second copy: {POP3}.ipynb was graded" in garbage
     assert "grades" not in set(scores.student)
+
+
+def test_a_kernel_that_ignores_interrupts_is_killed_and_the_batch_goes_on(graded):
+    """An endless loop that ignores SIGINT: its cells time out, then the worker and its
+    kernel are killed 10 s after the notebook's time; what ran before is kept."""
+    scores, outs, _ = graded
+    rows = scores[scores.student == "stubborn"].set_index("cell")
+    assert rows.loc["test-list-uidls", "status"] == "timeout"
+    assert set(rows.status) <= {"timeout", "not run", "needs manual grading"}
+    assert (
+        "stopped after 30 s (the notebook did not give up the kernel)" in feedback(outs)["stubborn"]
+    )
