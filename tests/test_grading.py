@@ -229,7 +229,7 @@ def graded(tmp_path_factory):
     Then, side by side: nbgrader's autograde (the default where it is installed) for
     wrong, partial, tampered and mischievous notebooks and a second copy of exercise 08's
     solution ("right-again", which must score as "right" did); the built-in runner with
-    3 s a cell for a hanging notebook and files that are no notebook; and with a 20 s
+    5 s a cell for a hanging notebook and files that are no notebook; and with a 20 s
     notebook limit for a kernel that ignores interrupts."""
     folder = tmp_path_factory.mktemp("submissions")
     right, smtp = answer_sources(POP3), answer_sources(SMTP)
@@ -309,7 +309,7 @@ def graded(tmp_path_factory):
     stubborn = {"stubborn": {POP3: submission(POP3, {**right, "answer-list-uidls": STUBBORN})}}
     later = [
         start("nbgrader", students, 10, 2),
-        start("hanging", hanging, 3, 1),
+        start("hanging", hanging, 5, 1),
         start("stubborn", stubborn, 2, 1, timeout=20),  # killed 10 s after its 20 s
     ]
     stdout += "".join(finish(process) for process in later)
@@ -407,7 +407,7 @@ def test_trouble_is_graded_as_far_as_it_goes_with_a_note(graded):
     assert set(notes) == students | {"right-again", "garbage", "stubborn"}
     assert "the kernel died" in notes["mischief"]
     assert "nbgrader's autograde gave up (its kernel died)" in notes["mischief"]
-    assert "did not finish in time (limits: 3 s a cell, 120 s the notebook)" in notes["hanging"]
+    assert "did not finish in time (limits: 5 s a cell, 120 s the notebook)" in notes["hanging"]
     assert "was edited: restored from the source" in notes["tampered"]
     assert "was deleted: restored from the source" in notes["tampered"]
     assert "outside its own folder (refused)" in notes["mischief"]
