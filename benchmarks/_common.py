@@ -211,6 +211,18 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1e3:.2f} ms"
 
 
+def seconds_text(value: float | None) -> str:
+    """A duration for a table: milliseconds below 1 s, seconds above, a dash for none."""
+    if value is None:
+        return "—"
+    return ms(value) if value < 1 else f"{value:,.2f} s"
+
+
+def times_text(ratio: float) -> str:
+    """A ratio for a table: ``1.52x``, or ``312x`` when it is large."""
+    return f"{ratio:.2f}x" if ratio < 10 else f"{ratio:,.0f}x"
+
+
 @dataclass
 class Result:
     """What one benchmark reports: its verdict against the floor and the figures."""

@@ -91,7 +91,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _common import LOOPBACK, Result, header, median, ms, percentile
+from _common import LOOPBACK, Result, header, median, ms, percentile, seconds_text, times_text
 from _dovecot import (
     DOVECOT_PASSWORD,
     DOVECOT_UID,
@@ -739,16 +739,6 @@ ROWS = [
 ]
 
 
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return "—"
-    return ms(value) if value < 1 else f"{value:,.2f} s"
-
-
-def _times(ratio: float) -> str:
-    return f"{ratio:.2f}x" if ratio < 10 else f"{ratio:,.0f}x"
-
-
 def _report(
     figures: Figures, labels: list[str], why_not: str | None, why_not_ours: str | None
 ) -> Result:
@@ -762,16 +752,16 @@ def _report(
     for size in SIZES:
         for what, title in ROWS:
             ours, theirs = figures.med(what, size, "ours"), base(what, size)
-            ratio = "—" if ours is None or theirs is None else _times(ours / theirs)
+            ratio = "—" if ours is None or theirs is None else times_text(ours / theirs)
             count = len(figures.times.get((what, size, "ours" if ours else "dovecot"), []))
-            line = f"{_seconds(ours):>11} {_seconds(theirs):>11} {ratio:>8}"
+            line = f"{seconds_text(ours):>11} {seconds_text(theirs):>11} {ratio:>8}"
             print(f"  {size:>8,}  {title:<36} {line}  n={count}")
     ours_append, theirs_append = figures.med("append", 0, "ours"), base("append", 0)
     ratio_text = "—"
     if ours_append is not None and theirs_append is not None:
-        ratio_text = _times(ours_append / theirs_append)
+        ratio_text = times_text(ours_append / theirs_append)
     count = len(figures.times.get(("append", 0, "ours" if ours_append else "dovecot"), []))
-    line = f"{_seconds(ours_append):>11} {_seconds(theirs_append):>11} {ratio_text:>8}"
+    line = f"{seconds_text(ours_append):>11} {seconds_text(theirs_append):>11} {ratio_text:>8}"
     print(f"  {'':>8}  {'APPEND ~2 KiB, stock imaplib':<36} {line}  n={count}")
     for label in labels:
         values = figures.idle.get(label)
@@ -802,7 +792,7 @@ def _report(
     if ours_append is not None and ours_append > APPEND_WARNING:
         print(
             f"  WARNING: ours takes {ms(ours_append)} per imaplib APPEND (> {ms(APPEND_WARNING)}; "
-            f"{base_name} {_seconds(theirs_append)}): the Nagle / delayed-ACK stall? "
+            f"{base_name} {seconds_text(theirs_append)}): the Nagle / delayed-ACK stall? "
             "See reference-servers.md (TCP_QUICKACK after each read)"
         )
 
@@ -819,7 +809,7 @@ def _report(
                 )
                 continue
             ratio = ours / theirs
-            ratios.append(_times(ratio))
+            ratios.append(times_text(ratio))
             checks.append((f"{name}: {ratio:.2f}x <= {floor}x {base_name}", ratio <= floor))
         if ratios:
             summary.append(f"{short} {'/'.join(ratios)}")

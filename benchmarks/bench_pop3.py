@@ -90,7 +90,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from _common import LOOPBACK, Result, header, median, ms
+from _common import LOOPBACK, Result, header, median, ms, seconds_text, times_text
 from _dovecot import (
     DOVECOT_PASSWORD,
     DOVECOT_UID,
@@ -441,16 +441,6 @@ ROWS = [
 ]
 
 
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return "—"
-    return ms(value) if value < 1 else f"{value:,.2f} s"
-
-
-def _times(ratio: float) -> str:
-    return f"{ratio:.2f}x" if ratio < 10 else f"{ratio:,.0f}x"
-
-
 def _report(
     figures: dict[tuple[str, int, str], list[float]],
     passes: dict[tuple[int, str], Pass],
@@ -471,17 +461,17 @@ def _report(
     for size in SIZES:
         for what, title in ROWS:
             ours, theirs = med(what, size, "ours"), base(what, size)
-            ratio = "—" if ours is None or theirs is None else _times(ours / theirs)
+            ratio = "—" if ours is None or theirs is None else times_text(ours / theirs)
             note = f"n={len(figures.get((what, size, 'ours'), []))}"
             if what == "first":
                 cut = passes[(size, "ours")]
                 note = "n=1" if cut.done == size else f"projected from {cut.done:,} RETR"
-            line = f"{_seconds(ours):>11} {_seconds(theirs):>11} {ratio:>8}"
+            line = f"{seconds_text(ours):>11} {seconds_text(theirs):>11} {ratio:>8}"
             print(f"  {size:>8,}  {title:<30} {line}  {note}")
     print("  first pass over unread mail, in detail (RETR, then QUIT):")
     for (size, label), one in passes.items():
         print(
-            f"    {size:>6,} {label:<8} {one.done:>6,} RETR in {_seconds(one.retr)} "
+            f"    {size:>6,} {label:<8} {one.done:>6,} RETR in {seconds_text(one.retr)} "
             f"({one.retr / one.done * 1e3:.3f} ms each), QUIT {ms(one.quit)}"
         )
     print(
@@ -506,7 +496,7 @@ def _report(
             if ours is None or theirs is None:
                 continue
             ratio = ours / theirs
-            ratios.append(_times(ratio))
+            ratios.append(times_text(ratio))
             checks.append((f"{short} {size // 1000}k: {ratio:.2f}x <= {floor}x", ratio <= floor))
         summary.append(f"{short} {'/'.join(ratios)}")
     print(f"  growth {LARGE // 1000}k / {SMALL // 1000}k (10x the messages):")
